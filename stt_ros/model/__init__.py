@@ -1,0 +1,1 @@
+"""The foveated-adapter SAM: adapters, foveated attention, encoder/decoder drivers and checkpoints."""
