@@ -1,0 +1,36 @@
+"""Mask helpers shared by tracking, evaluation and training."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+
+def interior_point(mask: np.ndarray) -> tuple[float, float] | None:
+    """The (u, v) pixel of `mask` farthest from its boundary (SAM's single-point protocol).
+
+    Ties go to the first pixel in row-major order, so the result is deterministic. Returns None for an
+    empty mask.
+    """
+    mask = np.asarray(mask, dtype=bool)
+    if mask.ndim != 2:
+        raise ValueError(f"mask must be 2-D (HxW), got shape {mask.shape}")
+    if not mask.any():
+        return None
+    # Pad so that the image border counts as boundary too.
+    padded = np.pad(mask, 1).astype(np.uint8)
+    distance = cv2.distanceTransform(padded, cv2.DIST_L2, cv2.DIST_MASK_PRECISE)[1:-1, 1:-1]
+    row, col = np.unravel_index(int(np.argmax(distance)), distance.shape)
+    return float(col), float(row)
+
+
+def mask_iou(a: np.ndarray, b: np.ndarray) -> float:
+    """Intersection over union of two boolean masks; two empty masks agree perfectly (1.0)."""
+    a = np.asarray(a, dtype=bool)
+    b = np.asarray(b, dtype=bool)
+    if a.shape != b.shape:
+        raise ValueError(f"mask shapes differ: {a.shape} vs {b.shape}")
+    union = np.logical_or(a, b).sum()
+    if union == 0:
+        return 1.0
+    return float(np.logical_and(a, b).sum() / union)
