@@ -1,0 +1,257 @@
+"""Predictors: an RGB image and prompts in, original-size masks and IoU scores out (DESIGN §3).
+
+`FoveatedPredictor` re-encodes a foveated token set per prompt; `ReferencePredictor` is stock SAM
+(encode the whole image once, decode each prompt) behind the same interface, for comparison and for
+the many-prompts-per-image case where encoding once is cheaper.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections import defaultdict
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from segment_anything.modeling import Sam
+
+from stt_ros.foveation import FoveationPattern
+from stt_ros.frame import FramedImage, FramedPrompts, SamFrame
+from stt_ros.model.checkpoints import load_sam
+from stt_ros.model.foveated_sam import SAM_TO_STT_ORDER, FoveatedSam
+from stt_ros.prompts import Prompt, validate_prompts
+
+MULTIMASK_POLICIES = ("auto", "best", "largest", "single", 0, 1, 2)
+SINGLE_MASK_INDEX = 3
+DTYPES = {
+    None: None,
+    "fp32": None,
+    "float32": None,
+    "bf16": torch.bfloat16,
+    "bfloat16": torch.bfloat16,
+    "fp16": torch.float16,
+    "float16": torch.float16,
+}
+
+
+@dataclass(frozen=True)
+class SegmentationResult:
+    """One prompt's answer; `index` 0-2 is a multimask output, 3 the single-mask output."""
+
+    mask: np.ndarray  # (H, W) bool at the original image size
+    score: float  # predicted IoU of the chosen output
+    scores: tuple[float, float, float]  # predicted IoU of the 3 multimask outputs
+    index: int
+
+    @property
+    def area(self) -> int:
+        return int(self.mask.sum())
+
+
+def parse_multimask(policy: str | int) -> str | int:
+    """Accept the policy names, 0-2, or their string forms (from a CLI or ROS parameter)."""
+    if isinstance(policy, str) and policy.strip().isdigit():
+        policy = int(policy)
+    if policy not in MULTIMASK_POLICIES or isinstance(policy, bool):
+        raise ValueError(f"multimask must be one of {', '.join(map(str, MULTIMASK_POLICIES))}, got {policy!r}")
+    return policy
+
+
+def resolve_device(device: str | torch.device | None) -> torch.device:
+    if device is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device 'cuda' was asked for but torch sees no CUDA GPU; use device='cpu'")
+    return device
+
+
+def resolve_dtype(dtype: str | torch.dtype | None) -> torch.dtype | None:
+    """The autocast dtype, or None for plain fp32."""
+    if isinstance(dtype, torch.dtype):
+        return None if dtype == torch.float32 else dtype
+    if dtype not in DTYPES:
+        raise ValueError(f"dtype must be one of fp32, bf16, fp16, got {dtype!r}")
+    return DTYPES[dtype]
+
+
+class _Predictor:
+    """Validation, batching by prompt shape, output selection and SAM's post-processing."""
+
+    def __init__(self, sam: Sam, dtype: str | torch.dtype | None = None) -> None:
+        self.sam = sam.eval()
+        self.frame = SamFrame(sam.image_encoder.img_size)
+        self.dtype = resolve_dtype(dtype)
+
+    @property
+    def device(self) -> torch.device:
+        return self.sam.device
+
+    def _autocast(self) -> contextlib.AbstractContextManager:
+        if self.dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=self.device.type, dtype=self.dtype)
+
+    @torch.inference_mode()
+    def predict(self, image: np.ndarray, prompts: Sequence[Prompt], multimask: str | int = "auto") -> list[SegmentationResult]:
+        """One result per prompt, in order. Prompts of equal shape run as one batch."""
+        policy = parse_multimask(multimask)
+        results: list[SegmentationResult | None] = [None] * len(prompts)
+        for framed, indices, logits, iou in self._batches(image, prompts):
+            chosen = self._choose(policy, [prompts[i] for i in indices], logits, iou)
+            picked = logits[torch.arange(len(indices), device=logits.device), chosen][:, None]
+            masks = self._postprocess(picked, framed)[:, 0].cpu().numpy()
+            iou_cpu = iou.float().cpu().numpy()
+            for row, index in enumerate(indices):
+                out = int(chosen[row])
+                results[index] = SegmentationResult(
+                    mask=masks[row],
+                    score=float(iou_cpu[row, out]),
+                    scores=tuple(float(s) for s in iou_cpu[row, :3]),
+                    index=out,
+                )
+        return results  # type: ignore[return-value]
+
+    @torch.inference_mode()
+    def predict_logits(self, image: np.ndarray, prompts: Sequence[Prompt]) -> tuple[torch.Tensor, torch.Tensor]:
+        """All four outputs: low-res logits (P, 4, 4G, 4G) and IoU predictions (P, 4), in prompt order."""
+        logits_all: list[torch.Tensor | None] = [None] * len(prompts)
+        iou_all: list[torch.Tensor | None] = [None] * len(prompts)
+        for _, indices, logits, iou in self._batches(image, prompts):
+            for row, index in enumerate(indices):
+                logits_all[index], iou_all[index] = logits[row].float(), iou[row].float()
+        if not prompts:
+            raise ValueError("predict_logits needs at least one prompt")
+        return torch.stack(logits_all), torch.stack(iou_all)  # type: ignore[arg-type]
+
+    def upscale(self, logits: torch.Tensor, image_size: tuple[int, int]) -> torch.Tensor:
+        """SAM's post-processing of low-res logits (P, K, 4G, 4G) to the original (H, W) size, as logits."""
+        input_size = self.frame.transform.get_preprocess_shape(*image_size, self.frame.img_size)
+        return self.sam.postprocess_masks(logits.float(), input_size, image_size)
+
+    def _batches(
+        self, image: np.ndarray, prompts: Sequence[Prompt]
+    ) -> Iterator[tuple[FramedImage, list[int], torch.Tensor, torch.Tensor]]:
+        framed = self.frame.image(image, self.device)
+        validate_prompts(prompts, *framed.original_size)
+        groups: dict[tuple[int, bool], list[int]] = defaultdict(list)
+        for index, prompt in enumerate(prompts):
+            groups[prompt.shape_key].append(index)
+        if groups:
+            self._prepare(framed)
+        for indices in groups.values():
+            batch = self.frame.prompts([prompts[i] for i in indices], framed.original_size, self.device)
+            with self._autocast():
+                logits, iou = self._logits(framed, batch)
+            yield framed, indices, logits, iou
+
+    def _prepare(self, framed: FramedImage) -> None:
+        """Per-image work shared by all prompts (stock SAM encodes the image here)."""
+
+    def _logits(self, framed: FramedImage, prompts: FramedPrompts) -> tuple[torch.Tensor, torch.Tensor]:
+        raise NotImplementedError
+
+    def _choose(self, policy: str | int, prompts: list[Prompt], logits: torch.Tensor, iou: torch.Tensor) -> torch.Tensor:
+        batch = logits.shape[0]
+        best = iou[:, :3].argmax(dim=1)
+        if policy == "auto":
+            single_point = torch.tensor([p.shape_key == (1, False) for p in prompts], device=logits.device)
+            return torch.where(single_point, best, torch.full_like(best, SINGLE_MASK_INDEX))
+        if policy == "best":
+            return best
+        if policy == "largest":
+            return (logits[:, :3] > self.sam.mask_threshold).flatten(2).sum(dim=2).argmax(dim=1)
+        index = SINGLE_MASK_INDEX if policy == "single" else int(policy)
+        return torch.full((batch,), index, dtype=torch.int64, device=logits.device)
+
+    def _postprocess(self, logits: torch.Tensor, framed: FramedImage) -> torch.Tensor:
+        return self.sam.postprocess_masks(logits.float(), framed.input_size, framed.original_size) > self.sam.mask_threshold
+
+
+class FoveatedPredictor(_Predictor):
+    """Segment-this-thing on a frozen SAM: one foveated encode per prompt, batched over prompts."""
+
+    def __init__(
+        self,
+        sam: Sam,
+        pattern: FoveationPattern | str | None = None,
+        attention: str = "window",
+        tokens: str = "pixel",
+        proportional: bool = False,
+        emulate_window_padding: bool = True,
+        dtype: str | torch.dtype | None = None,
+        variant: str = "custom",
+    ) -> None:
+        super().__init__(sam, dtype)
+        if isinstance(pattern, str):
+            pattern = FoveationPattern.parse(pattern)
+        self.variant = variant
+        self.model = FoveatedSam(
+            sam,
+            pattern=pattern,
+            attention=attention,
+            tokens=tokens,
+            proportional=proportional,
+            emulate_window_padding=emulate_window_padding,
+        ).eval()
+
+    @classmethod
+    def build(
+        cls,
+        variant: str = "reference",
+        checkpoint: str | Path | None = None,
+        adapter: str | Path | None = None,
+        device: str | torch.device | None = None,
+        **options,
+    ) -> FoveatedPredictor:
+        """Load `variant` ("vit_b", "vit_l", "vit_h" with a checkpoint path or "random"; "reference")."""
+        sam = load_sam(variant, checkpoint, resolve_device(device))
+        predictor = cls(sam, variant=variant, **options)
+        if adapter is not None:
+            predictor.model.load_adapters(adapter, variant)
+        return predictor
+
+    @property
+    def pattern(self) -> FoveationPattern:
+        return self.model.pattern
+
+    def _logits(self, framed: FramedImage, prompts: FramedPrompts) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.model(framed.resized, prompts)
+
+
+class ReferencePredictor(_Predictor):
+    """Stock SAM: the full image encoded once per `predict` call, then every prompt decoded against it."""
+
+    def __init__(self, sam: Sam, dtype: str | torch.dtype | None = None, variant: str = "custom") -> None:
+        super().__init__(sam, dtype)
+        self.variant = variant
+        self._features: torch.Tensor | None = None
+
+    @classmethod
+    def build(
+        cls,
+        variant: str = "reference",
+        checkpoint: str | Path | None = None,
+        device: str | torch.device | None = None,
+        dtype: str | torch.dtype | None = None,
+    ) -> ReferencePredictor:
+        return cls(load_sam(variant, checkpoint, resolve_device(device)), dtype=dtype, variant=variant)
+
+    def _prepare(self, framed: FramedImage) -> None:
+        image = framed.resized.permute(2, 0, 1)[None].float()
+        with self._autocast():
+            self._features = self.sam.image_encoder(self.sam.preprocess(image))
+
+    def _logits(self, framed: FramedImage, prompts: FramedPrompts) -> tuple[torch.Tensor, torch.Tensor]:
+        points = None if prompts.points is None else (prompts.points, prompts.labels)
+        sparse, dense = self.sam.prompt_encoder(points=points, boxes=prompts.boxes, masks=None)
+        logits, iou = self.sam.mask_decoder.predict_masks(
+            image_embeddings=self._features,
+            image_pe=self.sam.prompt_encoder.get_dense_pe(),
+            sparse_prompt_embeddings=sparse,
+            dense_prompt_embeddings=dense,
+        )
+        order = list(SAM_TO_STT_ORDER)
+        return logits[:, order], iou[:, order]
