@@ -1,0 +1,77 @@
+"""The results bag: what the node would have published for each evaluated frame, stamped like the input.
+
+Same topics, types and stamps as the live node (DESIGN §4), and each message's receive time is the input
+image's, so `ros2 bag play` of both bags side by side lines the masks up with their frames.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Sequence
+from pathlib import Path
+from typing import Any
+
+from stt_ros.bag.writer import BagWriter
+from stt_ros.conversions import (
+    MessageKit,
+    image_message,
+    label_image,
+    segmentation_array_message,
+    segmentation_message,
+)
+from stt_ros.prompts import Prompt
+
+SEGMENTATIONS_TOPIC = "/stt/segmentations"
+MASK_TOPIC = "/stt/mask"
+
+
+class ResultsBag:
+    """An mcap bag receiving one SegmentationArray and one mono8 label image per evaluated frame."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self._kit = MessageKit.rosbags()
+        self._bag = BagWriter(self.path, "mcap")
+        self.frames = 0
+
+    def __enter__(self) -> ResultsBag:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def write(
+        self,
+        header: Any,
+        log_time_ns: int,
+        shape: tuple[int, int],
+        prompts: Sequence[Prompt],
+        results: Sequence[Any],
+        latency_ms: float,
+        tracked: Collection[str] = (),
+    ) -> None:
+        """Publish one frame's results; `header` is the input image's, `shape` its (height, width).
+
+        Prompts whose id is in `tracked` came from the tracker, not from a new prompt (`tracked` field).
+        """
+        segmentations = [
+            segmentation_message(
+                self._kit,
+                header,
+                prompt.id,
+                result,
+                prompt.points,
+                prompt.label_array().tolist(),
+                tracked=prompt.id in tracked,
+                latency_ms=latency_ms,
+            )
+            for prompt, result in zip(prompts, results, strict=True)
+        ]
+        self._bag.write(
+            SEGMENTATIONS_TOPIC, segmentation_array_message(self._kit, header, segmentations), log_time_ns
+        )
+        labels = label_image([result.mask for result in results], *shape)
+        self._bag.write(MASK_TOPIC, image_message(self._kit, header, labels, "mono8"), log_time_ns)
+        self.frames += 1
+
+    def close(self) -> None:
+        self._bag.close()
