@@ -11,6 +11,8 @@ import sys
 COMMAND_MODULES = (
     "stt_ros.commands.demo",
     "stt_ros.commands.bench",
+    "stt_ros.commands.eval_bag",
+    "stt_ros.commands.make_sample_bag",
 )
 
 
