@@ -1,0 +1,84 @@
+"""Rosbag replay: `ros2 launch stt_ros replay.launch.py bag:=/path/to/bag [record:=/path/to/out]`.
+
+Runs the node on sim time (stt.launch.py with use_sim_time:=true), plays the bag with `--clock` once
+the node is active (the model may take a while to load), and optionally records the node's outputs.
+"""
+
+from launch.actions import (
+    DeclareLaunchArgument,
+    ExecuteProcess,
+    IncludeLaunchDescription,
+    OpaqueFunction,
+    RegisterEventHandler,
+)
+from launch.conditions import IfCondition
+from launch.launch_description_sources import PythonLaunchDescriptionSource
+from launch.substitutions import LaunchConfiguration, PathJoinSubstitution, PythonExpression
+from launch_ros.event_handlers import OnStateTransition
+from launch_ros.substitutions import FindPackageShare
+
+from launch import LaunchDescription
+
+PASSED_ON = ("params_file", "namespace", "node_name", "image", "camera_info", "prompts", "detections")
+
+
+def _record(context, *args, **kwargs):
+    """`ros2 bag record` of the node's outputs, named after its namespace and name."""
+    namespace = LaunchConfiguration("namespace").perform(context).strip("/")
+    node_name = LaunchConfiguration("node_name").perform(context)
+    base = "/" + "/".join(part for part in (namespace, node_name) if part)
+    topics = [f"{base}/segmentations", f"{base}/mask", "/diagnostics"]
+    output = LaunchConfiguration("record").perform(context)
+    return [ExecuteProcess(cmd=["ros2", "bag", "record", "-o", output, *topics], output="screen")]
+
+
+def generate_launch_description() -> LaunchDescription:
+    arguments = [
+        DeclareLaunchArgument("bag", description="the bag (directory or file) to play"),
+        DeclareLaunchArgument("rate", default_value="1.0", description="playback rate"),
+        DeclareLaunchArgument(
+            "record", default_value="", description="record outputs to this path (empty: no)"
+        ),
+        DeclareLaunchArgument(
+            "params_file",
+            default_value=PathJoinSubstitution([FindPackageShare("stt_ros"), "config", "stt.yaml"]),
+            description="parameters YAML",
+        ),
+        DeclareLaunchArgument("namespace", default_value=""),
+        DeclareLaunchArgument("node_name", default_value="stt_node"),
+        DeclareLaunchArgument("image", default_value="image"),
+        DeclareLaunchArgument("camera_info", default_value="camera_info"),
+        DeclareLaunchArgument("prompts", default_value="prompts"),
+        DeclareLaunchArgument("detections", default_value="detections"),
+    ]
+    node = IncludeLaunchDescription(
+        PythonLaunchDescriptionSource(
+            PathJoinSubstitution([FindPackageShare("stt_ros"), "launch", "stt.launch.py"])
+        ),
+        launch_arguments={
+            **{name: LaunchConfiguration(name) for name in PASSED_ON},
+            "use_sim_time": "true",
+            "autostart": "true",
+        }.items(),
+    )
+    play = ExecuteProcess(
+        cmd=[
+            "ros2",
+            "bag",
+            "play",
+            LaunchConfiguration("bag"),
+            "--clock",
+            "--rate",
+            LaunchConfiguration("rate"),
+        ],
+        output="screen",
+    )
+    recording = IfCondition(PythonExpression(["'", LaunchConfiguration("record"), "' != ''"]))
+    start_when_active = RegisterEventHandler(
+        OnStateTransition(
+            start_state="activating",
+            goal_state="active",
+            entities=[OpaqueFunction(function=_record, condition=recording), play],
+        )
+    )
+    return LaunchDescription([*arguments, start_when_active, node])

@@ -1,0 +1,364 @@
+"""`stt_node`: the rclpy lifecycle shell around stt_ros' ROS-free node logic.
+
+Every decision (stamp binding, tracks, queueing, conversions, projection) lives in ROS-free modules
+tested without ROS; this file only wires topics, parameters, tf2 and the lifecycle to them.
+"""
+
+from __future__ import annotations
+
+import array
+import gc
+import time
+from collections import defaultdict
+from typing import Any
+
+import numpy as np
+import rclpy
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from geometry_msgs.msg import Point, PointStamped
+from rclpy.duration import Duration
+from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
+from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
+from rclpy.time import Time
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image, RegionOfInterest
+from tf2_ros import Buffer, TransformException, TransformListener
+from vision_msgs.msg import Detection2DArray
+
+from stt_ros.binding import Frame, FrameBuffer, Request, RequestIds, request_from_message, stamp_to_ns
+from stt_ros.camera import apply_transform, project_point, transform_fields
+from stt_ros.conversions import (
+    MessageKit,
+    image_message,
+    label_image,
+    overlay_image,
+    segmentation_array_message,
+    segmentation_message,
+)
+from stt_ros.detections import detection_prompts
+from stt_ros.msg import PointPrompt, Segmentation, SegmentationArray
+from stt_ros.prompts import Prompt
+from stt_ros.ros.config import PARAMETERS, NodeConfig, load_predictors
+from stt_ros.scheduler import FrameOutput, FrameProcessor, Job, Worker, WorkQueue
+from stt_ros.tracking import Tracker
+
+THROTTLE_S = 5.0
+EXPIRE_PERIOD_S = 0.02
+
+
+def _pack_uint8(values: np.ndarray) -> array.array:
+    # rclpy checks every element of anything but array.array('B'): slow for images.
+    return array.array("B", np.ascontiguousarray(values, dtype=np.uint8).tobytes())
+
+
+class SttNode(LifecycleNode):
+    """Prompts in (clicks, detections, 3-D points, PointPrompt), masks and IoU scores out."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__("stt_node", **kwargs)
+        for parameter in PARAMETERS:
+            self.declare_parameter(parameter.name, parameter.default)
+        self.kit = MessageKit(Image, RegionOfInterest, Point, Segmentation, SegmentationArray, _pack_uint8)
+        self.counts: dict[str, int] = defaultdict(int)
+        self.config: NodeConfig | None = None
+        self.predictor = self.stock = None
+        self.worker: Worker | None = None
+        self.camera_info: CameraInfo | None = None
+        self._outputs: list[Any] = []
+        self._inputs: list[Any] = []
+        self._ticks: list[Any] = []
+        self.tf_buffer = self.tf_listener = None
+
+    # --- lifecycle -------------------------------------------------------------------------------
+
+    def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
+        try:
+            values = {p.name: self.get_parameter(p.name).value for p in PARAMETERS}
+            self.config = NodeConfig.from_values(values)
+            self.get_logger().info(
+                f"loading {self.config.variant} on {self.config.device} ({self.config.dtype}); please wait"
+            )
+            self.predictor, self.stock = load_predictors(self.config)
+        except Exception as error:  # a configure failure must say why, not crash the process
+            self.get_logger().error(f"configure failed: {error}")
+            self._release_models()
+            return TransitionCallbackReturn.FAILURE
+        config = self.config
+        self.ids = RequestIds("p")
+        self.click_ids = RequestIds("click")
+        self.buffer = FrameBuffer(config.frame_buffer_size, config.tolerance_ns, config.max_pending_prompts)
+        self.tracker = Tracker(config.max_tracks, config.track_min_score, config.track_min_area)
+        self.queue = WorkQueue(config.max_queued_frames)
+        self.processor = FrameProcessor(
+            self.predictor, self.tracker, config.multimask, self.stock, config.stock_sam_crossover
+        )
+        self.pub_segmentations = self.create_lifecycle_publisher(SegmentationArray, "~/segmentations", 10)
+        self.pub_mask = self.create_lifecycle_publisher(Image, "~/mask", 10)
+        self.pub_overlay = self.create_lifecycle_publisher(Image, "~/overlay", 10)
+        self.pub_diagnostics = self.create_lifecycle_publisher(DiagnosticArray, "/diagnostics", 10)
+        self._outputs = [self.pub_segmentations, self.pub_mask, self.pub_overlay, self.pub_diagnostics]
+        self.tf_buffer = Buffer()
+        # The listener's subscriptions sit in their own reentrant group: with the multi-threaded executor
+        # of `main`, tf keeps arriving while `on_clicked_point` waits for a transform.
+        self.tf_listener = TransformListener(self.tf_buffer, self)
+        self.get_logger().info("configured")
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        config = self.config
+        if config.image_qos == "sensor_data":
+            image_qos = qos_profile_sensor_data
+        else:
+            image_qos = QoSProfile(
+                depth=10, history=HistoryPolicy.KEEP_LAST, reliability=ReliabilityPolicy.RELIABLE
+            )
+        image_type = CompressedImage if config.image_transport == "compressed" else Image
+        image_topic = "image/compressed" if config.image_transport == "compressed" else "image"
+        self._inputs = [
+            self.create_subscription(image_type, image_topic, self.on_image, image_qos),
+            self.create_subscription(CameraInfo, "camera_info", self.on_camera_info, image_qos),
+            self.create_subscription(PointPrompt, "prompts", self.on_prompt, 10),
+            self.create_subscription(Point, "image_mouse_left", self.on_mouse, 10),
+            self.create_subscription(PointStamped, "clicked_point", self.on_clicked_point, 10),
+            self.create_subscription(Detection2DArray, "detections", self.on_detections, 10),
+        ]
+        self._ticks = [
+            self.create_timer(EXPIRE_PERIOD_S, self.on_expire),
+            self.create_timer(float(config.diagnostics_period), self.on_diagnostics),
+        ]
+        self.worker = Worker(self.queue, self.processor, self.on_output, self.on_error)
+        self.worker.start()
+        self.get_logger().info(f"active: listening on {self._inputs[0].topic_name}")
+        return super().on_activate(state)
+
+    def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._stop()
+        return super().on_deactivate(state)
+
+    def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._stop()
+        for publisher in self._outputs:
+            self.destroy_lifecycle_publisher(publisher)
+        self._outputs = []
+        self.tf_listener = self.tf_buffer = None
+        self._release_models()
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._stop()
+        self._release_models()
+        return TransitionCallbackReturn.SUCCESS
+
+    def _stop(self) -> None:
+        for subscription in self._inputs:
+            self.destroy_subscription(subscription)
+        for timer in self._ticks:
+            self.destroy_timer(timer)
+        self._inputs, self._ticks = [], []
+        if self.worker is not None:
+            self.worker.stop()
+            self.worker = None
+            self.queue = WorkQueue(self.config.max_queued_frames)  # a closed queue takes nothing
+            self.buffer.clear()
+            self.tracker.clear()
+
+    def _release_models(self) -> None:
+        """Drop the model and hand its GPU memory back (cleanup / shutdown / failed configure)."""
+        self.predictor = self.stock = self.processor = None
+        gc.collect()
+        import torch
+
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+
+    # --- inputs (executor thread) ----------------------------------------------------------------
+
+    def _warn(self, counter: str, message: str) -> None:
+        self.counts[counter] += 1
+        self.get_logger().warning(message, throttle_duration_sec=THROTTLE_S)
+
+    def on_camera_info(self, msg: CameraInfo) -> None:
+        self.camera_info = msg
+
+    def on_image(self, msg: Any) -> None:
+        frame = Frame(stamp_to_ns(msg.header.stamp), msg.header, msg, time.monotonic())
+        self.counts["frames"] += 1
+        self._dispatch(self.buffer.add_frame(frame))
+        if len(self.tracker):
+            self.queue.submit_tracking(frame)
+
+    def on_expire(self) -> None:
+        self._dispatch(self.buffer.expire(self.get_clock().now().nanoseconds))
+
+    def _dispatch(self, bound: list[tuple[Frame, Request]]) -> None:
+        by_frame: dict[int, tuple[Frame, list[Request]]] = {}
+        for frame, request in bound:
+            by_frame.setdefault(id(frame), (frame, []))[1].append(request)
+        for frame, requests in by_frame.values():
+            for job in self.queue.submit(frame, requests):
+                self._warn(
+                    "dropped_prompts",
+                    f"model is behind: dropped {len(job.requests)} prompt(s) of the frame at "
+                    f"{job.frame.stamp_ns / 1e9:.3f} s (raise max_queued_frames or send fewer prompts)",
+                )
+
+    def _bind(self, request: Request) -> None:
+        stats = self.buffer.stats
+        before = stats.too_old + stats.no_frame_near + stats.pending_overflow
+        frame = self.buffer.bind(request)
+        if frame is not None:
+            self._dispatch([(frame, request)])
+        elif stats.too_old + stats.no_frame_near + stats.pending_overflow > before:
+            self._warn(
+                "unbound_prompts",
+                f"prompt {request.prompt_id!r} at {request.stamp_ns / 1e9:.3f} s has no buffered frame "
+                f"within {self.config.prompt_tolerance} s (raise frame_buffer_size or prompt_tolerance, "
+                "or check that the prompt and image clocks agree)",
+            )
+
+    def on_prompt(self, msg: PointPrompt) -> None:
+        try:
+            request = request_from_message(msg, self.ids, time.monotonic())
+        except ValueError as error:
+            self._warn("bad_prompts", f"ignored PointPrompt: {error}")
+            return
+        self._bind(request)
+
+    def _click(self, u: float, v: float, stamp_ns: int) -> None:
+        prompt_id = self.click_ids()
+        prompt = Prompt(points=[(u, v)], labels=[1], id=prompt_id)
+        self._bind(Request(prompt_id, prompt, self.config.track_clicks, stamp_ns, "click", time.monotonic()))
+
+    def on_mouse(self, msg: Point) -> None:
+        self._click(float(msg.x), float(msg.y), 0)
+
+    def on_clicked_point(self, msg: PointStamped) -> None:
+        info = self.camera_info
+        if info is None:
+            self._warn("bad_points", "clicked_point ignored: no camera_info received yet")
+            return
+        camera_frame = info.header.frame_id
+        point = (msg.point.x, msg.point.y, msg.point.z)
+        try:
+            if msg.header.frame_id and msg.header.frame_id != camera_frame:
+                point = apply_transform(point, *transform_fields(self._lookup(camera_frame, msg.header)))
+            u, v = project_point(point, info, self.config.camera_model)
+        except (TransformException, ValueError) as error:
+            self._warn("bad_points", f"clicked_point in {msg.header.frame_id!r} ignored: {error}")
+            return
+        self._click(u, v, stamp_to_ns(msg.header.stamp))
+
+    def _lookup(self, target: str, header: Any) -> Any:
+        timeout = Duration(seconds=float(self.config.tf_timeout))
+        try:
+            return self.tf_buffer.lookup_transform(
+                target, header.frame_id, Time.from_msg(header.stamp), timeout
+            )
+        except TransformException:
+            # rviz2 stamps clicks with "now", often just past the newest transform: use the latest.
+            return self.tf_buffer.lookup_transform(target, header.frame_id, Time(), timeout)
+
+    def on_detections(self, msg: Detection2DArray) -> None:
+        try:
+            prompts = detection_prompts(msg, self.config.detection_prompt_mode)
+        except (ValueError, AttributeError) as error:
+            self._warn("bad_detections", f"ignored Detection2DArray: {error}")
+            return
+        stamp = stamp_to_ns(msg.header.stamp)
+        for prompt in prompts:
+            track = bool(self.config.track_detections)
+            self._bind(Request(prompt.id, prompt, track, stamp, "detections", time.monotonic()))
+
+    # --- outputs (worker thread) -----------------------------------------------------------------
+
+    def on_error(self, job: Job, error: Exception) -> None:
+        self._warn("failed_frames", f"frame at {job.frame.stamp_ns / 1e9:.3f} s skipped: {error}")
+
+    def on_output(self, output: FrameOutput) -> None:
+        for rejected in output.rejected:
+            self._warn("bad_prompts", f"prompt rejected: {rejected}")
+        for track_id, reason in output.ended:
+            self.get_logger().info(f"track {track_id!r} ended: {reason}")
+        if not (output.items or output.ended or output.rejected):
+            return
+        header = output.frame.header
+        height, width = output.rgb.shape[:2]
+        segmentations = [
+            segmentation_message(
+                self.kit,
+                header,
+                item.prompt_id,
+                item.result,
+                item.prompt.points,
+                item.prompt.label_array(),
+                item.tracked,
+                output.latency_ms,
+            )
+            for item in output.items
+        ]
+        self.pub_segmentations.publish(segmentation_array_message(self.kit, header, segmentations))
+        masks = [item.result.mask for item in output.items]
+        self.pub_mask.publish(image_message(self.kit, header, label_image(masks, height, width), "mono8"))
+        if self.pub_overlay.get_subscription_count() > 0:
+            points = [item.prompt.points for item in output.items]
+            self.pub_overlay.publish(
+                image_message(self.kit, header, overlay_image(output.rgb, masks, points), "bgr8")
+            )
+        self.counts["results"] += len(output.items)
+        self.counts["stock_sam_frames"] += int(output.stock)
+
+    def on_diagnostics(self) -> None:
+        latency = self.processor.latency.summary()
+        queue, binding = self.queue.stats, self.buffer.stats
+        values = {
+            **{
+                key: f"{value:.2f}" if isinstance(value, float) else str(value)
+                for key, value in latency.items()
+            },
+            "queue_depth": str(self.queue.depth),
+            "dropped_jobs": str(queue.dropped_jobs),
+            "dropped_prompts": str(queue.dropped_requests),
+            "skipped_tracking_frames": str(queue.skipped_tracking_frames),
+            "prompts_too_old": str(binding.too_old),
+            "prompts_without_frame": str(binding.no_frame_near),
+            "prompts_pending_overflow": str(binding.pending_overflow),
+            "prompts_waiting": str(len(self.buffer.pending)),
+            "tracks": str(len(self.tracker)),
+            **{name: str(count) for name, count in sorted(self.counts.items())},
+        }
+        dropped = queue.dropped_jobs + binding.too_old + binding.no_frame_near + self.counts["failed_frames"]
+        status = DiagnosticStatus(
+            level=DiagnosticStatus.WARN if dropped else DiagnosticStatus.OK,
+            name=f"{self.get_fully_qualified_name()}: segmentation",
+            message=(
+                f"p50 {latency['p50_ms']:.1f} ms, p99 {latency['p99_ms']:.1f} ms, {latency['rate_hz']:.1f} Hz"
+                + (f", {dropped} dropped" if dropped else "")
+            ),
+            hardware_id=str(self.config.device),
+            values=[KeyValue(key=key, value=value) for key, value in values.items()],
+        )
+        diagnostics = DiagnosticArray(status=[status])
+        diagnostics.header.stamp = self.get_clock().now().to_msg()
+        self.pub_diagnostics.publish(diagnostics)
+
+
+def main(args: list[str] | None = None) -> int:
+    """Entry point of `ros2 run stt_ros stt_node`; the node starts unconfigured (launch autostarts it)."""
+    rclpy.init(args=args)
+    node = None
+    try:
+        node = SttNode()
+        # Node callbacks share the default mutually exclusive group, so they still run one at a time.
+        executor = MultiThreadedExecutor(num_threads=2)
+        executor.add_node(node)
+        executor.spin()
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finally:
+        if node is not None:
+            node._stop()
+            node._release_models()
+            node.destroy_node()
+        if rclpy.ok():
+            rclpy.shutdown()
+    return 0

@@ -1,0 +1,82 @@
+"""The ROS package files: package.xml validates, CMake generates exactly msg/, launch files and the node
+compile, config/stt.yaml matches the node's parameter table, and the parameters are validated."""
+
+from __future__ import annotations
+
+import py_compile
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+
+from stt_ros.ros.config import DEFAULTS, PARAMETERS, NodeConfig
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_package_xml_is_valid_format_3():
+    from catkin_pkg.package import parse_package
+
+    package = parse_package(str(REPO / "package.xml"))
+    package.validate()
+    assert package.name == "stt_ros" and package.package_format == 3
+    assert package.get_build_type() == "ament_cmake"
+    assert "rosidl_interface_packages" in [group.name for group in package.member_of_groups]
+    runtime = {d.name for d in package.exec_depends + package.build_depends}
+    assert {"rclpy", "vision_msgs", "tf2_ros_py", "diagnostic_msgs", "sensor_msgs", "launch_ros"} <= runtime
+
+
+def test_cmake_generates_exactly_the_msg_files():
+    cmake = (REPO / "CMakeLists.txt").read_text()
+    generated = sorted(re.findall(r'"msg/(\w+)\.msg"', cmake))
+    assert generated == sorted(p.stem for p in (REPO / "msg").glob("*.msg"))
+    # rosidl installs the Python package already; a second install target would clash.
+    assert not re.search(r"^\s*ament_python_install_package", cmake, re.MULTILINE)
+    assert 'DESTINATION "${PYTHON_INSTALL_DIR}/stt_ros"' in cmake
+    assert "install(PROGRAMS scripts/stt_node DESTINATION lib/${PROJECT_NAME})" in cmake
+
+
+@pytest.mark.parametrize(
+    "path", ["launch/stt.launch.py", "launch/replay.launch.py", "stt_ros/ros/node.py", "scripts/stt_node"]
+)
+def test_launch_files_and_node_compile(path, tmp_path):
+    py_compile.compile(str(REPO / path), cfile=str(tmp_path / "out.pyc"), doraise=True)
+
+
+def test_node_script_is_executable():
+    assert (REPO / "scripts" / "stt_node").stat().st_mode & 0o111
+
+
+def test_yaml_has_every_parameter_with_its_default():
+    config = yaml.safe_load((REPO / "config" / "stt.yaml").read_text())
+    parameters = config["/**"]["ros__parameters"]
+    assert parameters == DEFAULTS
+    for parameter in PARAMETERS:  # types must match: ROS 2 rejects e.g. an int for a double parameter
+        assert type(parameters[parameter.name]) is type(parameter.default), parameter.name
+
+
+def test_docs_list_every_parameter():
+    docs = (REPO / "docs" / "ROS.md").read_text()
+    missing = [p.name for p in PARAMETERS if f"`{p.name}`" not in docs]
+    assert not missing
+
+
+def test_config_validation(tmp_path):
+    with pytest.raises(ValueError, match="checkpoint is empty"):
+        NodeConfig.from_values({})
+    with pytest.raises(ValueError, match="no file at"):
+        NodeConfig.from_values({"checkpoint": str(tmp_path / "missing.pth")})
+    config = NodeConfig.from_values({"checkpoint": "random", "multimask": "2", "prompt_tolerance": 0.05})
+    assert config.multimask == 2 and config.tolerance_ns == 50_000_000 and config.max_tracks == 8
+    assert NodeConfig.from_values({"variant": "reference"}).checkpoint == ""
+    for bad, match in [
+        ({"image_transport": "theora"}, "image_transport"),
+        ({"camera_model": "fisheye"}, "camera_model"),
+        ({"max_tracks": 0}, "max_tracks"),
+        ({"prompt_tolerance": -1.0}, "prompt_tolerance"),
+        ({"multimask": "most"}, "multimask"),
+        ({"frame_buffer": 3}, "unknown parameters"),
+    ]:
+        with pytest.raises(ValueError, match=match):
+            NodeConfig.from_values({"checkpoint": "random", **bad})
