@@ -18,7 +18,7 @@ _EXPORTS = {
     "SegmentationResult": "stt_ros.predictor",
 }
 
-__all__ = sorted(_EXPORTS)
+__all__ = ["FoveatedPredictor", "FoveationPattern", "Prompt", "ReferencePredictor", "SegmentationResult"]
 
 if TYPE_CHECKING:
     from stt_ros.foveation import FoveationPattern

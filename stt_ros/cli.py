@@ -13,6 +13,7 @@ COMMAND_MODULES = (
     "stt_ros.commands.bench",
     "stt_ros.commands.eval_bag",
     "stt_ros.commands.make_sample_bag",
+    "stt_ros.commands.train_reference",
 )
 
 

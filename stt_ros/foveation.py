@@ -228,7 +228,9 @@ class FoveationPattern:
         Uses a float64 integral image so stride-1 tokens read their own cell exactly.
         """
         side = grid.shape[1]
-        integral = torch.zeros((grid.shape[0], side + 1, side + 1, grid.shape[3]), dtype=torch.float64, device=grid.device)
+        integral = torch.zeros(
+            (grid.shape[0], side + 1, side + 1, grid.shape[3]), dtype=torch.float64, device=grid.device
+        )
         integral[:, 1:, 1:] = grid.double().cumsum(1).cumsum(2)
         start = torch.div(tokens.corners, cell, rounding_mode="floor")
         span = torch.div(tokens.strides * self.token_size, cell, rounding_mode="floor").clamp(min=1)
@@ -240,11 +242,18 @@ class FoveationPattern:
         def at(y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
             return integral[batch, y, x]
 
-        total = at(hi[..., 1], hi[..., 0]) - at(lo[..., 1], hi[..., 0]) - at(hi[..., 1], lo[..., 0]) + at(lo[..., 1], lo[..., 0])
+        total = (
+            at(hi[..., 1], hi[..., 0])
+            - at(lo[..., 1], hi[..., 0])
+            - at(hi[..., 1], lo[..., 0])
+            + at(lo[..., 1], lo[..., 0])
+        )
         count = ((hi - lo).prod(dim=2)).clamp(min=1)
         return (total / count[..., None]).to(grid.dtype)
 
-    def reconstruct(self, tokens: FoveatedTokens, img_size: int, pixel_mean: torch.Tensor, pixel_std: torch.Tensor) -> torch.Tensor:
+    def reconstruct(
+        self, tokens: FoveatedTokens, img_size: int, pixel_mean: torch.Tensor, pixel_std: torch.Tensor
+    ) -> torch.Tensor:
         """What the model sees, as (B, img_size, img_size, 3) uint8 frames (mean colour where no token is)."""
         painted = self.paint(tokens.patches, tokens, img_size, 1, 0.0)
         std = pixel_std.to(painted.device).reshape(1, 3, 1, 1)
@@ -263,7 +272,9 @@ def _parse_ints(text: str, what: str) -> list[int]:
 def _layout(pattern: FoveationPattern) -> TokenLayout:
     t, extent = pattern.token_size, pattern.extent
     corners, strides, levels, slices = [], [], [], []
-    for level, (stride, grid, block) in enumerate(zip(pattern.strides, pattern.grids, pattern.block_sizes, strict=True)):
+    for level, (stride, grid, block) in enumerate(
+        zip(pattern.strides, pattern.grids, pattern.block_sizes, strict=True)
+    ):
         start = (extent - block) // 2
         span = t * stride
         offsets = start + span * np.arange(grid)
@@ -272,8 +283,7 @@ def _layout(pattern: FoveationPattern) -> TokenLayout:
         if level:
             inner = pattern.block_sizes[level - 1]
             lo = (extent - inner) // 2
-            inside = lambda a: (a >= lo) & (a + span <= lo + inner)  # noqa: E731
-            keep = ~(inside(xs) & inside(ys))
+            keep = ~(_within(xs, lo, inner, span) & _within(ys, lo, inner, span))
         first = sum(len(c) for c in corners)
         corners.append(np.stack([xs[keep], ys[keep]], axis=1))
         strides.append(np.full(int(keep.sum()), stride))
@@ -285,6 +295,11 @@ def _layout(pattern: FoveationPattern) -> TokenLayout:
         levels=np.concatenate(levels).astype(np.int64),
         level_slices=tuple(slices),
     )
+
+
+def _within(starts: np.ndarray, lo: int, size: int, span: int) -> np.ndarray:
+    """Whether tokens [start, start + span) lie inside [lo, lo + size)."""
+    return (starts >= lo) & (starts + span <= lo + size)
 
 
 @functools.lru_cache(maxsize=32)
@@ -303,16 +318,22 @@ def _paint_index(pattern: FoveationPattern, k: int, pixels_per_cell: int) -> np.
 
 def _clipped_integral(values: torch.Tensor) -> torch.Tensor:
     """Integral image with a zero first row/column over the leading two axes, in int64 (exact)."""
-    out = torch.zeros((values.shape[0] + 1, values.shape[1] + 1, *values.shape[2:]), dtype=torch.int64, device=values.device)
+    out = torch.zeros(
+        (values.shape[0] + 1, values.shape[1] + 1, *values.shape[2:]), dtype=torch.int64, device=values.device
+    )
     out[1:, 1:] = values.to(torch.int64).cumsum(0).cumsum(1)
     return out
 
 
-def _box_sums(integral: torch.Tensor, y0: torch.Tensor, y1: torch.Tensor, x0: torch.Tensor, x1: torch.Tensor) -> torch.Tensor:
+def _box_sums(
+    integral: torch.Tensor, y0: torch.Tensor, y1: torch.Tensor, x0: torch.Tensor, x1: torch.Tensor
+) -> torch.Tensor:
     return integral[y1, x1] - integral[y0, x1] - integral[y1, x0] + integral[y0, x0]
 
 
-def _pixel_sums(image: torch.Tensor, corners: torch.Tensor, strides: torch.Tensor, t: int) -> tuple[torch.Tensor, torch.Tensor]:
+def _pixel_sums(
+    image: torch.Tensor, corners: torch.Tensor, strides: torch.Tensor, t: int
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Sums and in-image counts of each s x s block of every token: (B, N, T, T, 3), (B, N, T, T)."""
     h, w = image.shape[:2]
     steps = torch.arange(t + 1, device=image.device)
@@ -325,7 +346,9 @@ def _pixel_sums(image: torch.Tensor, corners: torch.Tensor, strides: torch.Tenso
     return _box_sums(integral, y0, y1, x0, x1), (y1 - y0) * (x1 - x0)
 
 
-def _pooled_sums(image: torch.Tensor, corners: torch.Tensor, strides: torch.Tensor, t: int) -> tuple[torch.Tensor, torch.Tensor]:
+def _pooled_sums(
+    image: torch.Tensor, corners: torch.Tensor, strides: torch.Tensor, t: int
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Sums over the s x s patches a token covers, pixel by pixel (phase-aligned): (B, N, T, T, 3)."""
     h, w = image.shape[:2]
     rows, cols = -(-h // t), -(-w // t)

@@ -77,10 +77,7 @@ class SamFrame:
     @staticmethod
     def _fovea(points: torch.Tensor | None, labels: torch.Tensor | None, boxes: torch.Tensor | None) -> torch.Tensor:
         """First foreground point, else the box centre, else the first point; +0.5 to the pixel centre."""
-        if boxes is not None:
-            centre = (boxes[:, :2] + boxes[:, 2:]) / 2
-        else:
-            centre = points[:, 0]
+        centre = (boxes[:, :2] + boxes[:, 2:]) / 2 if boxes is not None else points[:, 0]
         if points is not None:
             foreground = labels == 1
             has_foreground = foreground.any(dim=1)

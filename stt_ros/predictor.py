@@ -95,7 +95,9 @@ class _Predictor:
         return torch.autocast(device_type=self.device.type, dtype=self.dtype)
 
     @torch.inference_mode()
-    def predict(self, image: np.ndarray, prompts: Sequence[Prompt], multimask: str | int = "auto") -> list[SegmentationResult]:
+    def predict(
+        self, image: np.ndarray, prompts: Sequence[Prompt], multimask: str | int = "auto"
+    ) -> list[SegmentationResult]:
         """One result per prompt, in order. Prompts of equal shape run as one batch."""
         policy = parse_multimask(multimask)
         results: list[SegmentationResult | None] = [None] * len(prompts)
@@ -153,7 +155,9 @@ class _Predictor:
     def _logits(self, framed: FramedImage, prompts: FramedPrompts) -> tuple[torch.Tensor, torch.Tensor]:
         raise NotImplementedError
 
-    def _choose(self, policy: str | int, prompts: list[Prompt], logits: torch.Tensor, iou: torch.Tensor) -> torch.Tensor:
+    def _choose(
+        self, policy: str | int, prompts: list[Prompt], logits: torch.Tensor, iou: torch.Tensor
+    ) -> torch.Tensor:
         batch = logits.shape[0]
         best = iou[:, :3].argmax(dim=1)
         if policy == "auto":
@@ -167,7 +171,10 @@ class _Predictor:
         return torch.full((batch,), index, dtype=torch.int64, device=logits.device)
 
     def _postprocess(self, logits: torch.Tensor, framed: FramedImage) -> torch.Tensor:
-        return self.sam.postprocess_masks(logits.float(), framed.input_size, framed.original_size) > self.sam.mask_threshold
+        return (
+            self.sam.postprocess_masks(logits.float(), framed.input_size, framed.original_size)
+            > self.sam.mask_threshold
+        )
 
 
 class FoveatedPredictor(_Predictor):

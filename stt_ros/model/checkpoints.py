@@ -86,7 +86,8 @@ def read_state_dict(path: str | Path, variant: str, config: SamConfig) -> dict[s
             problems.append(f"{len(missing)} missing tensors (e.g. {missing[0]})")
         if mismatched:
             name = mismatched[0]
-            problems.append(f"{len(mismatched)} tensors of the wrong shape (e.g. {name}: {tuple(state[name].shape)} vs {expected[name]})")
+            found = tuple(state[name].shape)
+            problems.append(f"{len(mismatched)} tensors of the wrong shape (e.g. {name}: {found} vs {expected[name]})")
         raise CheckpointError(f"checkpoint {path} does not fit SAM {variant}: {', '.join(problems)}{hint}")
     return state
 

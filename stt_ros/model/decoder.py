@@ -10,7 +10,9 @@ from torch import nn
 from stt_ros.frame import FramedPrompts
 
 
-def attend(attention: nn.Module, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, key_valid: torch.Tensor | None = None) -> torch.Tensor:
+def attend(
+    attention: nn.Module, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, key_valid: torch.Tensor | None = None
+) -> torch.Tensor:
     """SAM's decoder `Attention` with its own projections, plus a key mask SAM's version does not take."""
     heads = attention.num_heads
     q = attention._separate_heads(attention.q_proj(q), heads)
@@ -70,5 +72,7 @@ class FoveatedMaskDecoder(nn.Module):
             q, k = queries + tokens, keys + pe
             keys = layer.norm4(keys + attend(layer.cross_attn_image_to_token, k, q, queries))
         q, k = queries + tokens, keys + pe
-        queries = transformer.norm_final_attn(queries + attend(transformer.final_attn_token_to_image, q, k, keys, valid))
+        queries = transformer.norm_final_attn(
+            queries + attend(transformer.final_attn_token_to_image, q, k, keys, valid)
+        )
         return queries, keys

@@ -25,7 +25,7 @@ class TokenGeometry:
     key_bonus: torch.Tensor  # (N,) proportional attention: log(s²), or zeros
     grid: int
     _masks: dict = field(default_factory=dict)
-    _offsets: dict = field(default_factory=dict)
+    _relative: dict = field(default_factory=dict)
 
     def key_mask(self, window: int) -> torch.Tensor:
         """(B, 1, N, N) additive mask: valid keys (in the same window when `window` > 0), self always."""
@@ -43,12 +43,12 @@ class TokenGeometry:
         """(B, N, 2) window index per axis: floor(centre / (patch * window)) = floor((cell + 0.5) / window)."""
         return torch.floor((self.cells + 0.5) / window).to(torch.int64)
 
-    def offsets(self, axis: int) -> torch.Tensor:
-        """(B, N, N) continuous offset query - key along `axis` (0 = x, 1 = y), in cells."""
-        if axis not in self._offsets:
+    def relative(self, axis: int, length: int) -> Interpolation:
+        """Table positions of the offsets query - key along `axis` (0 = x, 1 = y), in cells: (B, N, N)."""
+        if (axis, length) not in self._relative:
             coord = self.cells[..., axis]
-            self._offsets[axis] = coord[:, :, None] - coord[:, None, :]
-        return self._offsets[axis]
+            self._relative[axis, length] = Interpolation.at(coord[:, :, None] - coord[:, None, :], length)
+        return self._relative[axis, length]
 
 
 def rel_pos_table(rel_pos: torch.Tensor, size: int) -> torch.Tensor:
@@ -60,22 +60,32 @@ def rel_pos_table(rel_pos: torch.Tensor, size: int) -> torch.Tensor:
     return resized.reshape(-1, length).permute(1, 0)
 
 
-def interpolate_table(projected: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
-    """Linear interpolation of q·table (B, H, N, L) at continuous offsets (B, N, M), clamped to the ends.
+@dataclass(frozen=True)
+class Interpolation:
+    """Where continuous offsets fall in a table of `length` entries: neighbours and weight, clamped to the ends."""
+
+    low: torch.Tensor
+    high: torch.Tensor
+    weight: torch.Tensor
+
+    @classmethod
+    def at(cls, offsets: torch.Tensor, length: int) -> Interpolation:
+        position = (offsets + (length - 1) / 2).clamp(0, length - 1)
+        low = position.floor().clamp(max=max(length - 2, 0)).to(torch.int64)
+        return cls(low, (low + 1).clamp(max=length - 1), position - low)
+
+
+def interpolate_table(projected: torch.Tensor, where: Interpolation) -> torch.Tensor:
+    """Linear interpolation of q·table (B, H, N, L) at the positions `where` (B, N, M): (B, H, N, M).
 
     Interpolating the projections equals projecting the interpolated table rows (linearity), and costs
     one (N x L) product instead of N x M table rows.
     """
-    length = projected.shape[-1]
-    position = (offsets + (length - 1) / 2).clamp(0, length - 1)
-    low = position.floor().clamp(max=max(length - 2, 0)).to(torch.int64)
-    high = (low + 1).clamp(max=length - 1)
-    weight = (position - low).to(projected.dtype)[:, None]
-    heads = projected.shape[1]
-    expand = (-1, heads, -1, -1)
-    low_values = projected.gather(-1, low[:, None].expand(*expand))
-    high_values = projected.gather(-1, high[:, None].expand(*expand))
-    return low_values * (1 - weight) + high_values * weight
+    expand = (-1, projected.shape[1], -1, -1)
+    low_values = projected.gather(-1, where.low[:, None].expand(*expand))
+    high_values = projected.gather(-1, where.high[:, None].expand(*expand))
+    weight = where.weight.to(projected.dtype)[:, None]
+    return low_values + (high_values - low_values) * weight
 
 
 class FoveatedImageEncoder(nn.Module):
@@ -144,8 +154,8 @@ class FoveatedImageEncoder(nn.Module):
             table_w = rel_pos_table(attn.rel_pos_w, size)
             projected_h = q @ table_h.T.to(q.dtype)
             projected_w = q @ table_w.T.to(q.dtype)
-            bias = bias + interpolate_table(projected_h, geometry.offsets(1))
-            bias = bias + interpolate_table(projected_w, geometry.offsets(0))
+            bias = bias + interpolate_table(projected_h, geometry.relative(1, table_h.shape[0]))
+            bias = bias + interpolate_table(projected_w, geometry.relative(0, table_w.shape[0]))
             if windowed and self.emulate_window_padding and self.grid % window_size:
                 pad_bias = self._padding_bias(projected_h, projected_w, geometry, window_size)
                 key_bias, value_bias = attn.qkv.bias.reshape(3, heads, 1, -1)[1:]
@@ -171,11 +181,9 @@ class FoveatedImageEncoder(nn.Module):
         for axis, projected in ((1, projected_h), (0, projected_w)):
             lines = ids[..., axis : axis + 1] * window + steps  # (B, N, window) cell rows/cols of the window
             offsets = geometry.cells[..., axis : axis + 1] - lines
-            logits = interpolate_table(projected, offsets)  # (B, H, N, window)
+            logits = interpolate_table(projected, Interpolation.at(offsets, projected.shape[-1]))  # (B, H, N, window)
             inside = (lines < self.grid)[:, None]
-            log_sums.append(
-                (logits.logsumexp(-1), logits.masked_fill(~inside, -math.inf).logsumexp(-1))
-            )
+            log_sums.append((logits.logsumexp(-1), logits.masked_fill(~inside, -math.inf).logsumexp(-1)))
         (rows_all, rows_valid), (cols_all, cols_valid) = log_sums
         total = rows_all + cols_all
         ratio = (rows_valid + cols_valid - total).clamp(max=0)

@@ -136,8 +136,12 @@ class FoveatedSam(nn.Module):
             if payload["config"].get(key) != value
         }
         if mismatched:
-            details = ", ".join(f"{key}: model {ours!r} vs adapter {theirs!r}" for key, (ours, theirs) in mismatched.items())
-            raise ValueError(f"adapter {path} does not match this model ({details}); build the predictor with the adapter's settings")
+            details = ", ".join(
+                f"{key}: model {ours!r} vs adapter {theirs!r}" for key, (ours, theirs) in mismatched.items()
+            )
+            raise ValueError(
+                f"adapter {path} does not match this model ({details}); build the predictor with the adapter's settings"
+            )
         for name, module in self.adapter_modules().items():
             module.load_state_dict(payload["state"][name])
         return payload.get("extra", {})
