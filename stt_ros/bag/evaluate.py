@@ -395,15 +395,23 @@ def _topics(options: EvalOptions, bag: Bag) -> dict[str, str]:
     return roles
 
 
+def check_inputs(options: EvalOptions) -> None:
+    """Fail on a bad bag, topic or output directory before any (slow) model loading."""
+    results_path = Path(options.out) / RESULTS_BAG
+    if results_path.exists():
+        raise BagError(f"{results_path} exists from an earlier run; choose another --out or remove it")
+    with Bag(options.bag) as bag:
+        _topics(options, bag)
+
+
 def run_evaluation(options: EvalOptions, predictor: Any, reference: Any | None = None) -> dict:
     """Evaluate, write results bag, prompts.jsonl, metrics.json, report.md and plots; return the metrics.
 
     Raises BagError (after writing every output) when the bag stops being readable part-way.
     """
+    check_inputs(options)
     out = Path(options.out)
     results_path = out / RESULTS_BAG
-    if results_path.exists():
-        raise BagError(f"{results_path} exists from an earlier run; choose another --out or remove it")
     with Bag(options.bag) as bag:
         roles = _topics(options, bag)
         out.mkdir(parents=True, exist_ok=True)

@@ -34,7 +34,7 @@ TRANSPORT_NS = 2_000_000  # image receive delay after exposure (the header stamp
 DETECTOR_NS = 15_000_000  # prompts arrive after their frame, as from a detector
 
 
-def _header(stamp_ns: int) -> Any:
+def stamped_header(stamp_ns: int) -> Any:
     types = typestore().types
     stamp = types["builtin_interfaces/msg/Time"](sec=stamp_ns // 10**9, nanosec=stamp_ns % 10**9)
     return types["std_msgs/msg/Header"](stamp=stamp, frame_id=FRAME_ID)
@@ -97,7 +97,7 @@ def write_sample_bag(
     with BagWriter(out, storage) as bag:
         for index, scene in enumerate(generate_sequence(seed, frames, width, height)):
             stamp = START_NS + index * PERIOD_NS
-            header = _header(stamp)
+            header = stamped_header(stamp)
             received = stamp + TRANSPORT_NS
             for offset, (topic, encoding) in enumerate(IMAGE_TOPICS.items()):
                 bag.write(topic, _camera_message(kit, header, scene.image, encoding), received + offset)

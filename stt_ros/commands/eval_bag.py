@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from stt_ros.bag.evaluate import EvalOptions, run_evaluation
+from stt_ros.bag.evaluate import EvalOptions, check_inputs, run_evaluation
 from stt_ros.binding import FrameBuffer
 from stt_ros.model.checkpoints import VARIANTS
 
@@ -79,6 +79,7 @@ def run(args: argparse.Namespace) -> int:
             "adapter": args.adapter or "none",
         },
     )
+    check_inputs(options)
     predictor = FoveatedPredictor.build(args.variant, args.checkpoint, args.adapter, args.device)
     options.model["device"] = predictor.device
     reference = ReferencePredictor(predictor.sam, variant=args.variant) if args.compare_sam else None

@@ -1,0 +1,171 @@
+"""Broken input: one clear line naming the bag/topic, no traceback, and what was done is kept."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+import stt_ros.cli as cli
+from stt_ros.bag.evaluate import EvalOptions, run_evaluation
+from stt_ros.bag.reader import Bag, BagError
+from stt_ros.bag.sample import GT_TOPIC, PROMPT_TOPIC, stamped_header
+from stt_ros.bag.writer import BagWriter
+from stt_ros.conversions import MessageKit
+
+from .conftest import FRAMES, copy_bag
+
+MY_COMMANDS = ("stt_ros.commands.eval_bag", "stt_ros.commands.make_sample_bag")
+
+
+def run_cli(monkeypatch, capsys, *argv: str) -> tuple[int, str]:
+    monkeypatch.setattr(cli, "COMMAND_MODULES", MY_COMMANDS)
+    code = cli.main(list(argv))
+    return code, capsys.readouterr().err
+
+
+def evaluate(bag, out, predictors, **options):
+    options.setdefault("image_topic", "/camera/image_raw")
+    opts = EvalOptions(bag=bag, out=out, progress=False, **options)
+    return run_evaluation(opts, predictors[0])
+
+
+def storage_file(bag):
+    return next(p for p in bag.iterdir() if p.suffix in (".mcap", ".db3"))
+
+
+@pytest.mark.parametrize("storage", ["mcap", "sqlite3"])
+@pytest.mark.parametrize("damage", ["truncate", "garbage", "empty"])
+def test_damaged_storage_file_is_one_clear_line(sample_bags, tmp_path, monkeypatch, capsys, storage, damage):
+    bag = shutil.copytree(sample_bags[storage], tmp_path / "bag")
+    path = storage_file(bag)
+    data = path.read_bytes()
+    path.write_bytes(
+        {"truncate": data[: len(data) // 2], "garbage": bytes(range(256)) * 8, "empty": b""}[damage]
+    )
+    code, err = run_cli(
+        monkeypatch,
+        capsys,
+        "eval-bag",
+        str(bag),
+        "--image-topic",
+        "/camera/image_raw",
+        "--gt-topic",
+        GT_TOPIC,
+    )
+    assert code == 2 and err.count("\n") == 1 and "Traceback" not in err
+    assert str(bag) in err and storage in err
+
+
+def test_missing_bag_and_topics(sample_bags, tmp_path, predictors):
+    with pytest.raises(BagError, match="does not exist"):
+        Bag(tmp_path / "nope")
+    with pytest.raises(BagError, match=r"image topic /camera/nothing is not in bag .*/camera/image_raw"):
+        evaluate(
+            sample_bags["mcap"], tmp_path / "o1", predictors, gt_topic=GT_TOPIC, image_topic="/camera/nothing"
+        )
+    with pytest.raises(BagError, match=r"prompt topic /camera/instances has type sensor_msgs/msg/Image"):
+        evaluate(sample_bags["mcap"], tmp_path / "o2", predictors, prompt_topic=GT_TOPIC)
+    with pytest.raises(BagError, match="--prompt-topic"):
+        evaluate(sample_bags["mcap"], tmp_path / "o3", predictors)
+
+
+def test_empty_bag(tmp_path, predictors):
+    BagWriter(tmp_path / "empty").close()
+    with pytest.raises(BagError, match="its topics: none"):
+        evaluate(tmp_path / "empty", tmp_path / "out", predictors, gt_topic=GT_TOPIC)
+
+
+def test_unsupported_encoding_names_topic(tmp_path, predictors):
+    kit = MessageKit.rosbags()
+    with BagWriter(tmp_path / "depth") as bag:
+        depth = kit.image(
+            header=stamped_header(1),
+            height=4,
+            width=4,
+            encoding="32FC1",
+            is_bigendian=0,
+            step=16,
+            data=np.zeros(64, np.uint8),
+        )
+        bag.write("/camera/depth", depth, 1)
+        bag.write(GT_TOPIC, depth, 1)
+    with pytest.raises(BagError, match=r"image topic /camera/depth: encoding '32FC1' is not supported"):
+        run_evaluation(
+            EvalOptions(
+                bag=tmp_path / "depth", out=tmp_path / "out", image_topic="/camera/depth", gt_topic=GT_TOPIC
+            ),
+            predictors[0],
+        )
+
+
+def test_one_corrupt_message_is_skipped_and_counted(sample_bags, tmp_path, predictors):
+    def corrupt(topic: str, index: int, raw: bytes) -> bytes:
+        if topic == PROMPT_TOPIC and index == 3:
+            return raw[:10]  # a PointPrompt cut short
+        if topic == "/camera/image_raw" and index == 1:
+            return raw[:100]  # an image cut short
+        return raw
+
+    bag = copy_bag(sample_bags["mcap"], tmp_path / "bag", corrupt)
+    metrics = evaluate(bag, tmp_path / "out", predictors, prompt_topic=PROMPT_TOPIC, gt_topic=GT_TOPIC)
+    assert metrics["run"]["status"] == "complete"
+    assert metrics["input"]["counts"]["undecodable_messages"] == 2
+    assert metrics["frames"] == FRAMES - 1
+    assert "undecodable messages: 2" in (tmp_path / "out" / "report.md").read_text()
+
+
+def test_failure_part_way_keeps_finished_frames(sample_bags, tmp_path, predictors, monkeypatch):
+    read = Bag.read
+
+    def failing_read(self, topics):
+        for count, item in enumerate(read(self, topics)):
+            if count == 5:  # two frames and their GT in: the storage "breaks"
+                raise BagError("reading stopped: simulated truncation")
+            yield item
+
+    monkeypatch.setattr(Bag, "read", failing_read)
+    with pytest.raises(BagError, match="simulated truncation"):
+        evaluate(sample_bags["mcap"], tmp_path / "out", predictors, gt_topic=GT_TOPIC)
+    metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    assert metrics["run"]["status"].startswith("stopped early") and 0 < metrics["frames"] < FRAMES
+    with Bag(tmp_path / "out" / "results") as results:
+        assert results.counts["/stt/segmentations"] == metrics["frames_with_prompts"]
+
+
+def test_interrupt_keeps_outputs(sample_bags, tmp_path, predictors):
+    class Interrupting:
+        calls = 0
+
+        def predict(self, image, prompts):
+            Interrupting.calls += 1
+            if Interrupting.calls == 2:
+                raise KeyboardInterrupt
+            return predictors[0].predict(image, prompts)
+
+    options = EvalOptions(
+        bag=sample_bags["sqlite3"],
+        out=tmp_path / "out",
+        image_topic="/camera/image_raw",
+        prompt_topic=PROMPT_TOPIC,
+    )
+    options.progress = False
+    with pytest.raises(KeyboardInterrupt):
+        run_evaluation(options, Interrupting())
+    metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    assert metrics["run"]["status"].startswith("interrupted") and metrics["frames"] == 1
+    with Bag(tmp_path / "out" / "results") as results:
+        assert results.counts["/stt/segmentations"] == 1
+
+
+def test_make_sample_bag_cli(tmp_path, monkeypatch, capsys):
+    code, _ = run_cli(
+        monkeypatch, capsys, "make-sample-bag", str(tmp_path / "s"), "--frames", "2", "--width", "64"
+    )
+    assert code == 0
+    with Bag(tmp_path / "s") as bag:
+        assert bag.counts["/camera/image_raw/compressed"] == 2 and bag.counts[PROMPT_TOPIC] > 0
+    code, err = run_cli(monkeypatch, capsys, "make-sample-bag", str(tmp_path / "s"))
+    assert code == 2 and "already exists" in err
