@@ -90,16 +90,13 @@ def instances_from_message(msg: Any) -> np.ndarray:
     encoding = str(msg.encoding).lower()
     if encoding not in GT_DTYPES:
         raise ValueError(
-            f"ground-truth encoding {msg.encoding!r} is not an instance image; "
-            "use mono8/mono16 (or 8UC1/16UC1)"
+            f"ground-truth encoding {msg.encoding!r} is not an instance image; use mono8/mono16 (or 8UC1/16UC1)"
         )
     dtype = np.dtype(GT_DTYPES[encoding]).newbyteorder(">" if msg.is_bigendian else "<")
     height, width, step = int(msg.height), int(msg.width), int(msg.step)
     data = np.asarray(msg.data, dtype=np.uint8).reshape(-1)
     if step < width * dtype.itemsize or data.size < step * height:
-        raise ValueError(
-            f"ground-truth image {width}x{height} (step {step}) does not match its {data.size} bytes"
-        )
+        raise ValueError(f"ground-truth image {width}x{height} (step {step}) does not match its {data.size} bytes")
     rows = data[: step * height].reshape(height, step)[:, : width * dtype.itemsize]
     return np.ascontiguousarray(rows).view(dtype).reshape(height, width).astype(np.uint16)
 
@@ -139,9 +136,7 @@ def prompt_requests(message: Message, ids: RequestIds) -> list[Request]:
     if message.msgtype == POINT_STAMPED:  # a pixel: x = column, y = row
         prompt = Prompt(points=[(float(msg.point.x), float(msg.point.y))], labels=[1], id=ids())
         return [Request(prompt.id, prompt, stamp_ns=stamp, source="point")]
-    return [
-        Request(p.id, p, stamp_ns=stamp, source="detections") for p in detection_prompts(msg, prefix="det_")
-    ]
+    return [Request(p.id, p, stamp_ns=stamp, source="detections") for p in detection_prompts(msg, prefix="det_")]
 
 
 class Evaluation:
@@ -177,9 +172,7 @@ class Evaluation:
             return
         frame = Frame(stamp_to_ns(msg.header.stamp), msg.header, None, 0.0)
         if frame.stamp_ns in self.pending:
-            self.problems.add(
-                "duplicate_frames", f"{message.topic}: a second frame with stamp {frame.stamp_ns}"
-            )
+            self.problems.add("duplicate_frames", f"{message.topic}: a second frame with stamp {frame.stamp_ns}")
             return
         self.pending[frame.stamp_ns] = _Pending(self.accepted, frame, message.log_time, rgb)
         self.accepted += 1
@@ -206,9 +199,7 @@ class Evaluation:
         for frame, request in bound:
             pending = self.pending.get(frame.stamp_ns)
             if pending is None:
-                self.problems.add(
-                    "late_prompts", f"prompt {request.prompt_id!r}: frame {frame.stamp_ns} already done"
-                )
+                self.problems.add("late_prompts", f"prompt {request.prompt_id!r}: frame {frame.stamp_ns} already done")
             else:
                 pending.requests.append(request)
 
@@ -218,17 +209,13 @@ class Evaluation:
         buffered = {f.stamp_ns for f in self.buffer.frames}
         gt_only = self.options.prompt_topic is None
         done = [
-            p
-            for stamp, p in self.pending.items()
-            if final or stamp not in buffered or (gt_only and stamp in self.gt)
+            p for stamp, p in self.pending.items() if final or stamp not in buffered or (gt_only and stamp in self.gt)
         ]
         for p in done:
             del self.pending[p.frame.stamp_ns]
         return done
 
-    def frame_prompts(
-        self, pending: _Pending, instances: np.ndarray | None
-    ) -> tuple[list[Prompt], set[str], set[str]]:
+    def frame_prompts(self, pending: _Pending, instances: np.ndarray | None) -> tuple[list[Prompt], set[str], set[str]]:
         """This frame's prompts (explicit ones, then tracks), the ids that start tracks, the tracked ids."""
         if self.options.prompt_topic is None:
             return (gt_prompts(instances) if instances is not None else []), set(), set()
@@ -254,9 +241,7 @@ class Evaluation:
         stamp = pending.frame.stamp_ns
         instances = self.gt.pop(stamp, None)
         if self.options.gt_topic and instances is None:
-            self.problems.add(
-                "frames_without_ground_truth", f"frame {stamp}: no {self.options.gt_topic} message"
-            )
+            self.problems.add("frames_without_ground_truth", f"frame {stamp}: no {self.options.gt_topic} message")
         prompts, starts, tracked = self.frame_prompts(pending, instances)
         record = FrameRecord(index=pending.index, stamp_ns=stamp, prompts=len(prompts), latency_ms=0.0)
         if prompts:
@@ -349,9 +334,7 @@ class Evaluation:
             for p, r in zip(prompts, results, strict=True)
         ]
         if instances is not None and instances.shape != pending.rgb.shape[:2]:
-            self.problems.add(
-                "ground_truth_size_mismatch", f"frame {record.stamp_ns}: GT {instances.shape} vs image"
-            )
+            self.problems.add("ground_truth_size_mismatch", f"frame {record.stamp_ns}: GT {instances.shape} vs image")
             instances = None
         if instances is not None:
             logits, _ = self.predictor.predict_logits(pending.rgb, prompts)
@@ -360,9 +343,7 @@ class Evaluation:
             for rec, prompt, result, outputs in zip(records, prompts, results, multimask, strict=True):
                 k = gt_instance(prompt, instances)
                 if k == 0:
-                    self.problems.add(
-                        "prompts_on_background", f"prompt {prompt.id!r} on frame {record.stamp_ns}"
-                    )
+                    self.problems.add("prompts_on_background", f"prompt {prompt.id!r} on frame {record.stamp_ns}")
                     continue
                 gt = instances == k
                 rec.iou = mask_iou(result.mask, gt)
@@ -379,9 +360,7 @@ class Evaluation:
 def _topics(options: EvalOptions, bag: Bag) -> dict[str, str]:
     """Role of each topic read, after checking that each exists with a supported type."""
     if options.prompt_topic is None and options.gt_topic is None:
-        raise BagError(
-            "give --prompt-topic (prompts as recorded) or --gt-topic (prompts from ground truth), or both"
-        )
+        raise BagError("give --prompt-topic (prompts as recorded) or --gt-topic (prompts from ground truth), or both")
     roles = {options.image_topic: "image"}
     bag.require(options.image_topic, IMAGE_TYPES, "image")
     if options.prompt_topic:

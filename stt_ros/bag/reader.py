@@ -170,13 +170,9 @@ class Bag:
             raise BagError(f"{role} topic {topic} is not in bag {self.path}; its topics: {listing}")
         msgtype = self.topics[topic]
         if msgtype not in accepted:
-            raise BagError(
-                f"{role} topic {topic} has type {msgtype}; expected one of: {', '.join(sorted(accepted))}"
-            )
+            raise BagError(f"{role} topic {topic} has type {msgtype}; expected one of: {', '.join(sorted(accepted))}")
         if msgtype not in self._store.types:
-            raise BagError(
-                f"topic {topic}: type {msgtype} is unknown and the bag carries no definition for it"
-            )
+            raise BagError(f"topic {topic}: type {msgtype} is unknown and the bag carries no definition for it")
         if self.counts.get(topic, 0) == 0:
             raise BagError(f"{role} topic {topic} in bag {self.path} has no messages")
         return msgtype

@@ -30,12 +30,8 @@ def write_metrics(out: Path, metrics: dict) -> Path:
 def _plot_iou(path: Path, frames: Sequence[FrameRecord]) -> bool:
     series = {
         "chosen mask vs GT": [p.iou for f in frames for p in f.prompt_records if p.iou is not None],
-        "oracle of 3 vs GT": [
-            p.oracle_iou for f in frames for p in f.prompt_records if p.oracle_iou is not None
-        ],
-        "agreement with stock SAM": [
-            p.sam_iou for f in frames for p in f.prompt_records if p.sam_iou is not None
-        ],
+        "oracle of 3 vs GT": [p.oracle_iou for f in frames for p in f.prompt_records if p.oracle_iou is not None],
+        "agreement with stock SAM": [p.sam_iou for f in frames for p in f.prompt_records if p.sam_iou is not None],
     }
     series = {name: values for name, values in series.items() if values}
     if not series:
@@ -43,9 +39,7 @@ def _plot_iou(path: Path, frames: Sequence[FrameRecord]) -> bool:
     fig, ax = plt.subplots(figsize=(6.4, 4.0))
     bins = np.linspace(0.0, 1.0, HISTOGRAM_BINS + 1)
     for name, values in series.items():
-        ax.hist(
-            values, bins=bins, histtype="step", linewidth=1.8, label=f"{name} (mean {np.mean(values):.3f})"
-        )
+        ax.hist(values, bins=bins, histtype="step", linewidth=1.8, label=f"{name} (mean {np.mean(values):.3f})")
     ax.set_xlabel("IoU")
     ax.set_ylabel("prompts")
     ax.set_xlim(0.0, 1.0)
@@ -94,9 +88,7 @@ def _plot_timeline(path: Path, frames: Sequence[FrameRecord]) -> bool:
     top.grid(alpha=0.3)
     for name, key in (("IoU vs GT", "iou"), ("agreement with SAM", "sam_iou")):
         values = [
-            np.mean(v)
-            if (v := [getattr(p, key) for p in f.prompt_records if getattr(p, key) is not None])
-            else np.nan
+            np.mean(v) if (v := [getattr(p, key) for p in f.prompt_records if getattr(p, key) is not None]) else np.nan
             for f in frames
         ]
         if not np.all(np.isnan(values)):
@@ -152,8 +144,7 @@ def render_report(metrics: dict, plots: Sequence[str]) -> str:
         "",
         f"- bag: `{run['bag']}` ({run['storage']})",
         f"- images: `{run['image_topic']}`; prompts: {run['prompt_source']}",
-        f"- model: {run['variant']} (checkpoint {run['checkpoint']}, adapter {run['adapter']}) "
-        f"on {run['device']}",
+        f"- model: {run['variant']} (checkpoint {run['checkpoint']}, adapter {run['adapter']}) on {run['device']}",
         f"- frames evaluated: {metrics['frames']} ({metrics['frames_with_prompts']} with prompts), "
         f"prompts: {metrics['prompts']}",
         f"- status: {run['status']}",
@@ -193,9 +184,7 @@ def render_report(metrics: dict, plots: Sequence[str]) -> str:
     if not any(problems["counts"].values()):
         lines.append("None: every message was read and used.")
     else:
-        lines += [
-            f"- {name.replace('_', ' ')}: {count}" for name, count in problems["counts"].items() if count
-        ]
+        lines += [f"- {name.replace('_', ' ')}: {count}" for name, count in problems["counts"].items() if count]
         lines += [f"  - e.g. {example}" for example in problems["examples"]]
     lines += ["", "## Plots", ""]
     lines += [f"![{name}]({name})" for name in plots] or ["No data to plot."]

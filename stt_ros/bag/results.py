@@ -66,9 +66,7 @@ class ResultsBag:
             )
             for prompt, result in zip(prompts, results, strict=True)
         ]
-        self._bag.write(
-            SEGMENTATIONS_TOPIC, segmentation_array_message(self._kit, header, segmentations), log_time_ns
-        )
+        self._bag.write(SEGMENTATIONS_TOPIC, segmentation_array_message(self._kit, header, segmentations), log_time_ns)
         labels = label_image([result.mask for result in results], *shape)
         self._bag.write(MASK_TOPIC, image_message(self._kit, header, labels, "mono8"), log_time_ns)
         self.frames += 1

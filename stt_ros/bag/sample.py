@@ -105,7 +105,5 @@ def write_sample_bag(
             for k in range(1, int(scene.instances.max(initial=0)) + 1):
                 point = interior_point(scene.instances == k)
                 if point is not None:
-                    bag.write(
-                        PROMPT_TOPIC, _prompt_message(header, f"obj{k}", *point), stamp + DETECTOR_NS + k
-                    )
+                    bag.write(PROMPT_TOPIC, _prompt_message(header, f"obj{k}", *point), stamp + DETECTOR_NS + k)
     return Path(out)

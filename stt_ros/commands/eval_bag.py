@@ -34,9 +34,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="mono8/mono16 instance images (0 = background) stamped like the images: IoU against ground "
         "truth, and one prompt per instance when no --prompt-topic is given",
     )
-    parser.add_argument(
-        "--out", type=Path, default=Path("eval_out"), help="output directory (default: %(default)s)"
-    )
+    parser.add_argument("--out", type=Path, default=Path("eval_out"), help="output directory (default: %(default)s)")
     parser.add_argument("--variant", choices=VARIANTS, default="reference", help="default: %(default)s")
     parser.add_argument(
         "--checkpoint", help="official SAM .pth for vit_b/l/h, or 'random'; the reference model needs none"

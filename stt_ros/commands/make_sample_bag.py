@@ -23,12 +23,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--storage", choices=("mcap", "sqlite3"), default="mcap", help="default: %(default)s")
     parser.add_argument("--frames", type=int, default=20, help="frames at 10 Hz (default: %(default)s)")
     parser.add_argument("--width", type=int, default=320, help="image width in pixels (default: %(default)s)")
-    parser.add_argument(
-        "--height", type=int, default=240, help="image height in pixels (default: %(default)s)"
-    )
-    parser.add_argument(
-        "--seed", type=int, default=0, help="scene seed; same seed, same bag (default: %(default)s)"
-    )
+    parser.add_argument("--height", type=int, default=240, help="image height in pixels (default: %(default)s)")
+    parser.add_argument("--seed", type=int, default=0, help="scene seed; same seed, same bag (default: %(default)s)")
     parser.set_defaults(handler=run)
 
 

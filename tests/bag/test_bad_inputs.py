@@ -42,9 +42,7 @@ def test_damaged_storage_file_is_one_clear_line(sample_bags, tmp_path, monkeypat
     bag = shutil.copytree(sample_bags[storage], tmp_path / "bag")
     path = storage_file(bag)
     data = path.read_bytes()
-    path.write_bytes(
-        {"truncate": data[: len(data) // 2], "garbage": bytes(range(256)) * 8, "empty": b""}[damage]
-    )
+    path.write_bytes({"truncate": data[: len(data) // 2], "garbage": bytes(range(256)) * 8, "empty": b""}[damage])
     code, err = run_cli(
         monkeypatch,
         capsys,
@@ -63,9 +61,7 @@ def test_missing_bag_and_topics(sample_bags, tmp_path, predictors):
     with pytest.raises(BagError, match="does not exist"):
         Bag(tmp_path / "nope")
     with pytest.raises(BagError, match=r"image topic /camera/nothing is not in bag .*/camera/image_raw"):
-        evaluate(
-            sample_bags["mcap"], tmp_path / "o1", predictors, gt_topic=GT_TOPIC, image_topic="/camera/nothing"
-        )
+        evaluate(sample_bags["mcap"], tmp_path / "o1", predictors, gt_topic=GT_TOPIC, image_topic="/camera/nothing")
     with pytest.raises(BagError, match=r"prompt topic /camera/instances has type sensor_msgs/msg/Image"):
         evaluate(sample_bags["mcap"], tmp_path / "o2", predictors, prompt_topic=GT_TOPIC)
     with pytest.raises(BagError, match="--prompt-topic"):
@@ -94,9 +90,7 @@ def test_unsupported_encoding_names_topic(tmp_path, predictors):
         bag.write(GT_TOPIC, depth, 1)
     with pytest.raises(BagError, match=r"image topic /camera/depth: encoding '32FC1' is not supported"):
         run_evaluation(
-            EvalOptions(
-                bag=tmp_path / "depth", out=tmp_path / "out", image_topic="/camera/depth", gt_topic=GT_TOPIC
-            ),
+            EvalOptions(bag=tmp_path / "depth", out=tmp_path / "out", image_topic="/camera/depth", gt_topic=GT_TOPIC),
             predictors[0],
         )
 
@@ -161,9 +155,7 @@ def test_interrupt_keeps_outputs(sample_bags, tmp_path, predictors):
 
 
 def test_make_sample_bag_cli(tmp_path, monkeypatch, capsys):
-    code, _ = run_cli(
-        monkeypatch, capsys, "make-sample-bag", str(tmp_path / "s"), "--frames", "2", "--width", "64"
-    )
+    code, _ = run_cli(monkeypatch, capsys, "make-sample-bag", str(tmp_path / "s"), "--frames", "2", "--width", "64")
     assert code == 0
     with Bag(tmp_path / "s") as bag:
         assert bag.counts["/camera/image_raw/compressed"] == 2 and bag.counts[PROMPT_TOPIC] > 0

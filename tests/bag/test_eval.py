@@ -89,9 +89,7 @@ def test_deterministic_and_outputs_written(sample_bags, predictors, tmp_path):
 @pytest.mark.parametrize("topic", list(IMAGE_TOPICS))
 def test_every_storage_and_encoding(sample_bags, predictors, tmp_path, topic):
     for storage, bag in sample_bags.items():
-        metrics = evaluate(
-            bag, tmp_path / storage, predictors, image_topic=topic, prompt_topic=PROMPT_TOPIC, limit=2
-        )
+        metrics = evaluate(bag, tmp_path / storage, predictors, image_topic=topic, prompt_topic=PROMPT_TOPIC, limit=2)
         assert metrics["frames"] == 2 and metrics["prompts"] > 0, storage
         assert metrics["run"]["storage"] == storage
 
