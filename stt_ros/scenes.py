@@ -91,7 +91,10 @@ def _shape_mask(rng: np.random.Generator, height: int, width: int, kind: str) ->
         mask[:] = 255
     elif kind in ("polygon", "star", "blob"):
         n = {"polygon": int(rng.integers(3, 9)), "star": int(rng.integers(4, 8)) * 2, "blob": 48}[kind]
-        angles = np.sort(rng.uniform(0, 2 * math.pi, n)) if kind == "polygon" else np.linspace(0, 2 * math.pi, n, endpoint=False)
+        if kind == "polygon":
+            angles = np.sort(rng.uniform(0, 2 * math.pi, n))
+        else:
+            angles = np.linspace(0, 2 * math.pi, n, endpoint=False)
         if kind == "star":
             radii = np.where(np.arange(n) % 2 == 0, 1.0, rng.uniform(0.35, 0.6))
         elif kind == "blob":

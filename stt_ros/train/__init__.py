@@ -1,0 +1,1 @@
+"""Training: the reference SAM on synthetic scenes."""
