@@ -184,10 +184,17 @@ class Evaluation:
         except ValueError as error:
             self.problems.add("invalid_prompts", f"{message.topic} at t={message.log_time}: {error}")
             return
+        limit = self.options.limit
         for request in requests:
+            if limit is not None and self.accepted >= limit and self._past_last_frame(request):
+                continue  # meant for a frame beyond --limit: not an input problem
             frame = self.buffer.bind(request)
             if frame is not None:
                 self._attach([(frame, request)])
+
+    def _past_last_frame(self, request: Request) -> bool:
+        newest = self.buffer.latest
+        return newest is None or request.stamp_ns == 0 or request.stamp_ns > newest.stamp_ns + self.buffer.tolerance_ns
 
     def on_gt(self, message: Message) -> None:
         try:

@@ -96,8 +96,8 @@ def test_every_storage_and_encoding(sample_bags, predictors, tmp_path, topic):
 
 def test_bare_storage_file_and_limit(sample_bags, predictors, tmp_path):
     (db3,) = sample_bags["sqlite3"].glob("*.db3")
-    metrics = evaluate(db3, tmp_path / "out", predictors, gt_topic=GT_TOPIC, limit=1)
-    assert metrics["frames"] == 1
+    metrics = evaluate(db3, tmp_path / "out", predictors, prompt_topic=PROMPT_TOPIC, gt_topic=GT_TOPIC, limit=1)
+    assert metrics["frames"] == 1 and metrics["input"]["counts"] == {}  # later frames' prompts are no problem
 
 
 def test_ground_truth_helpers():
