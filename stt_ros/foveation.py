@@ -223,33 +223,26 @@ class FoveationPattern:
         return torch.where(covered[:, None], painted, torch.full_like(painted, fill))
 
     def footprint_mean(self, grid: torch.Tensor, tokens: FoveatedTokens, cell: int) -> torch.Tensor:
-        """Mean of a (B or 1, G, G, C) cell grid over each token's footprint, clipped to the grid: (B, N, C).
+        """Mean of a (B or 1, G, G, C) cell grid over each token's footprint, clipped to the grid: (B, N, C)."""
+        return self.footprint_mean_of_integral(integral_image(grid), tokens, cell).to(grid.dtype)
 
-        Uses a float64 integral image so stride-1 tokens read their own cell exactly.
-        """
-        side = grid.shape[1]
-        integral = torch.zeros(
-            (grid.shape[0], side + 1, side + 1, grid.shape[3]), dtype=torch.float64, device=grid.device
-        )
-        integral[:, 1:, 1:] = grid.double().cumsum(1).cumsum(2)
+    def footprint_mean_of_integral(self, integral: torch.Tensor, tokens: FoveatedTokens, cell: int) -> torch.Tensor:
+        """`footprint_mean` from a precomputed `integral_image`, for grids that do not change (pos_embed)."""
+        side = integral.shape[1] - 1
         start = torch.div(tokens.corners, cell, rounding_mode="floor")
         span = torch.div(tokens.strides * self.token_size, cell, rounding_mode="floor").clamp(min=1)
         lo = start.clamp(0, side)
         hi = (start + span[None, :, None]).clamp(0, side)
-        batch = torch.arange(tokens.corners.shape[0], device=grid.device)[:, None]
-        batch = batch if grid.shape[0] > 1 else torch.zeros_like(batch)
-
-        def at(y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-            return integral[batch, y, x]
-
+        batch = torch.arange(tokens.corners.shape[0], device=integral.device)[:, None]
+        batch = batch if integral.shape[0] > 1 else torch.zeros_like(batch)
         total = (
-            at(hi[..., 1], hi[..., 0])
-            - at(lo[..., 1], hi[..., 0])
-            - at(hi[..., 1], lo[..., 0])
-            + at(lo[..., 1], lo[..., 0])
+            integral[batch, hi[..., 1], hi[..., 0]]
+            - integral[batch, lo[..., 1], hi[..., 0]]
+            - integral[batch, hi[..., 1], lo[..., 0]]
+            + integral[batch, lo[..., 1], lo[..., 0]]
         )
         count = ((hi - lo).prod(dim=2)).clamp(min=1)
-        return (total / count[..., None]).to(grid.dtype)
+        return total / count[..., None]
 
     def reconstruct(
         self, tokens: FoveatedTokens, img_size: int, pixel_mean: torch.Tensor, pixel_std: torch.Tensor
@@ -259,6 +252,18 @@ class FoveationPattern:
         std = pixel_std.to(painted.device).reshape(1, 3, 1, 1)
         mean = pixel_mean.to(painted.device).reshape(1, 3, 1, 1)
         return (painted * std + mean).round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1)
+
+
+def integral_image(grid: torch.Tensor) -> torch.Tensor:
+    """(B, G+1, G+1, C) float64 integral of a (B, G, G, C) grid.
+
+    float64 so that a one-cell box reads its cell back to float32 precision, which the stock-SAM
+    invariant needs.
+    """
+    shape = (grid.shape[0], grid.shape[1] + 1, grid.shape[2] + 1, grid.shape[3])
+    out = torch.zeros(shape, dtype=torch.float64, device=grid.device)
+    out[:, 1:, 1:] = grid.double().cumsum(1).cumsum(2)
+    return out
 
 
 def _parse_ints(text: str, what: str) -> list[int]:

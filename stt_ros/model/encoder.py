@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from segment_anything.modeling import ImageEncoderViT
 from torch import nn
 
-from stt_ros.foveation import FoveatedTokens, FoveationPattern
+from stt_ros.foveation import FoveatedTokens, FoveationPattern, integral_image
 from stt_ros.model.adapters import GeometricEncodingAdapter, PatchProjectionAdapter
 
 ATTENTION_MODES = ("window", "global")
@@ -138,8 +138,17 @@ class FoveatedImageEncoder(nn.Module):
         x = F.linear(flat, proj.weight.flatten(1), proj.bias)
         x = x + self.patch_adapter(flat, self.pattern.layout().level_slices)
         if self.encoder.pos_embed is not None:
-            x = x + self.pattern.footprint_mean(self.encoder.pos_embed, tokens, self.patch)
+            x = x + self.pattern.footprint_mean_of_integral(self._pos_integral(), tokens, self.patch).to(x.dtype)
         return x + self.geometry_adapter(tokens.centres, tokens.strides, self.encoder.img_size)
+
+    def _pos_integral(self) -> torch.Tensor:
+        """Integral image of SAM's frozen pos_embed, recomputed only when the parameter changes."""
+        pos = self.encoder.pos_embed
+        key = (pos.device, pos._version, pos.data_ptr())
+        if getattr(self, "_pos_cache_key", None) != key:
+            self._pos_cache = integral_image(pos.detach())
+            self._pos_cache_key = key
+        return self._pos_cache
 
     def _attention(self, attn: nn.Module, x: torch.Tensor, geometry: TokenGeometry, window_size: int) -> torch.Tensor:
         batch, num, channels = x.shape

@@ -1,0 +1,91 @@
+"""`stt bench`: end-to-end latency, throughput, memory and crossover, foveated vs stock SAM."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import warnings
+from pathlib import Path
+
+import torch
+
+from stt_ros.bench import run_bench
+from stt_ros.commands.demo import BUILTIN_SEED, load_image
+from stt_ros.model.checkpoints import VARIANTS
+from stt_ros.predictor import FoveatedPredictor, ReferencePredictor
+from stt_ros.scenes import generate_scene
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "bench",
+        help="time the foveated model against stock SAM, end to end",
+        description=(
+            "Time both models in one process on the same device, threads, image and prompts, from the uint8 "
+            "image to original-size masks: B=1 latency (median, p90), batched throughput, peak memory, the "
+            "speed-up, and the prompts-per-image count above which encoding the whole image once wins."
+        ),
+        epilog=(
+            "examples:\n"
+            "  stt bench --variant vit_b --checkpoint random --device cpu --prompts 8\n"
+            "  stt bench --variant vit_h --checkpoint sam_vit_h_4b8939.pth --device cuda --dtype bf16 --json"
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--variant", default="vit_b", choices=VARIANTS, help="SAM variant (default: %(default)s)")
+    parser.add_argument(
+        "--checkpoint",
+        default="random",
+        help="official SAM .pth, or 'random' (default; speed does not depend on the weights)",
+    )
+    parser.add_argument("--device", help="cpu or cuda (default: cuda when available)")
+    parser.add_argument("--dtype", default="fp32", choices=("fp32", "bf16", "fp16"), help="autocast dtype")
+    parser.add_argument("--prompts", type=int, default=8, help="prompts per image for throughput (default: 8)")
+    parser.add_argument("--repeats", type=int, default=20, help="timed runs of the foveated model at B=1")
+    parser.add_argument("--stock-repeats", type=int, default=5, help="timed runs of stock SAM at B=1")
+    parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
+    parser.add_argument("--image", type=Path, help="image file (default: the built-in 640x480 scene)")
+    parser.add_argument("--pattern", default="stt", help="foveation pattern (default: stt)")
+    parser.add_argument("--attention", default="window", choices=("window", "global"))
+    parser.add_argument("--tokens", default="pixel", choices=("pixel", "pooled"))
+    parser.add_argument("--json", action="store_true", help="print the result as JSON")
+    parser.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.prompts < 1:
+        raise ValueError("--prompts must be at least 1")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    image = load_image(args.image) if args.image else generate_scene(BUILTIN_SEED, 640, 480).image
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        foveated = FoveatedPredictor.build(
+            args.variant,
+            args.checkpoint,
+            device=args.device,
+            dtype=args.dtype,
+            pattern=args.pattern,
+            attention=args.attention,
+            tokens=args.tokens,
+        )
+    stock = ReferencePredictor(foveated.sam, dtype=args.dtype, variant=args.variant)
+    result = run_bench(
+        foveated,
+        stock,
+        image,
+        args.prompts,
+        repeats=args.repeats,
+        stock_repeats=args.stock_repeats,
+        dtype=args.dtype,
+    )
+    if args.json:
+        print(json.dumps({**result.to_dict(), "checkpoint": args.checkpoint}, indent=2))
+        return 0
+    weights = "random weights" if args.checkpoint == "random" else args.checkpoint
+    print(
+        f"{args.variant} ({weights}), {result.device}, {args.dtype}, {result.threads} threads, "
+        f"image {result.image_size[1]}x{result.image_size[0]}, pattern {foveated.pattern.num_tokens} tokens"
+    )
+    print(result.table())
+    return 0
