@@ -56,8 +56,8 @@ def test_yaml_has_every_parameter_with_its_default():
         assert type(parameters[parameter.name]) is type(parameter.default), parameter.name
 
 
-def test_docs_list_every_parameter():
-    docs = (REPO / "docs" / "ROS.md").read_text()
+def test_readme_lists_every_parameter():
+    docs = (REPO / "README.md").read_text()
     missing = [p.name for p in PARAMETERS if f"`{p.name}`" not in docs]
     assert not missing
 
