@@ -1,0 +1,56 @@
+"""`stt demo` and `stt bench` end to end on the shipped reference model (small enough for CI)."""
+
+from __future__ import annotations
+
+import json
+
+import cv2
+import numpy as np
+import pytest
+
+from stt_ros.cli import main
+
+
+def test_demo_writes_masks_overlays_and_foveation_views(tmp_path, capsys):
+    assert main(["demo", "--device", "cpu", "--out", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "synthetic scenes" in out  # says plainly what the reference model is
+    assert "faster than stock SAM" in out
+    names = {p.name for p in tmp_path.iterdir()}
+    assert {"input.png", "overlay.png", "overlay_stock.png", "mask_0.png", "foveation_0.png"} <= names
+    mask = cv2.imread(str(tmp_path / "mask_0.png"), cv2.IMREAD_GRAYSCALE)
+    assert mask.shape == (480, 640) and set(np.unique(mask)) <= {0, 255}
+
+
+def test_demo_on_a_given_image_and_point(tmp_path, capsys):
+    image = np.zeros((120, 160, 3), dtype=np.uint8)
+    image[30:90, 40:120] = (0, 200, 0)
+    path = tmp_path / "in.png"
+    cv2.imwrite(str(path), image)
+    assert main(["demo", "--image", str(path), "--point", "80,60", "--device", "cpu", "--out", str(tmp_path / "o")]) == 0
+    assert "(80, 60)" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--image", "missing.png"], "does not exist"),
+        (["--point", "12"], "is not U,V"),
+        (["--point", "5000,5"], "outside"),
+        (["--variant", "vit_b"], "needs a checkpoint"),
+    ],
+)
+def test_demo_errors_are_one_line(tmp_path, capsys, args, message):
+    assert main(["demo", "--device", "cpu", "--out", str(tmp_path), *args]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+
+
+def test_bench_reports_json(capsys):
+    args = ["bench", "--variant", "reference", "--checkpoint", "random", "--device", "cpu", "--prompts", "2"]
+    assert main([*args, "--repeats", "2", "--stock-repeats", "2", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["prompts"] == 2 and report["threads"] >= 1
+    for key in ("foveated_b1", "stock_b1", "foveated_batch", "stock_batch"):
+        assert report[key]["median_ms"] > 0 and report[key]["runs"] >= 1
+    assert report["speedup_b1"] == pytest.approx(report["stock_b1"]["median_ms"] / report["foveated_b1"]["median_ms"])
