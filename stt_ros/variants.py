@@ -1,0 +1,118 @@
+"""Which foveated configuration to use: quality and speed of each, zero-shot, against stock SAM.
+
+Every variant runs on the same held-out scenes with SAM's single-point protocol; besides mIoU against
+ground truth it reports agreement (IoU) with stock SAM's chosen mask on the same prompt, because with a
+frozen SAM, reproducing the stock model is the goal the adapters are trained towards.
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+
+import numpy as np
+from segment_anything.modeling import Sam
+from tqdm import tqdm
+
+from stt_ros.evaluation import Segmenter, predictor_segmenter
+from stt_ros.masks import interior_point, mask_iou
+from stt_ros.predictor import FoveatedPredictor, ReferencePredictor
+from stt_ros.scenes import Scene
+
+
+@dataclass(frozen=True)
+class Variant:
+    attention: str = "window"
+    tokens: str = "pixel"
+    proportional: bool = False
+
+    @property
+    def name(self) -> str:
+        return f"{self.attention}/{self.tokens}" + ("/proportional" if self.proportional else "")
+
+    def predictor(self, sam: Sam, adapter: str | None = None, variant: str = "reference") -> FoveatedPredictor:
+        predictor = FoveatedPredictor(
+            sam, attention=self.attention, tokens=self.tokens, proportional=self.proportional, variant=variant
+        )
+        if adapter:
+            predictor.model.load_adapters(adapter, variant)
+        return predictor
+
+
+ALL_VARIANTS = tuple(
+    Variant(attention, tokens, proportional)
+    for attention, tokens, proportional in itertools.product(("window", "global"), ("pixel", "pooled"), (False, True))
+)
+
+
+@dataclass(frozen=True)
+class VariantRow:
+    name: str
+    miou: float  # chosen mask vs ground truth
+    oracle_miou: float  # best of the 3 multimask outputs vs ground truth
+    agreement: float  # IoU with stock SAM's chosen mask on the same prompt
+    ms_per_prompt: float  # median end-to-end time of one prompt alone (B=1)
+    instances: int
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _outputs(segment: Segmenter, scenes: Sequence[Scene]) -> list[tuple[np.ndarray, np.ndarray]]:
+    outputs = []
+    for scene in scenes:
+        outputs.extend(segment(scene.image, [interior_point(mask) for mask in scene.masks()]))
+    return outputs
+
+
+def _b1_latency_ms(predictor, scene: Scene, repeats: int) -> float:
+    from stt_ros.prompts import Prompt
+
+    prompt = [Prompt(points=[interior_point(scene.masks()[0])])]
+    predictor.predict(scene.image, prompt)  # warm-up
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        predictor.predict(scene.image, prompt)
+        times.append(time.perf_counter() - start)
+    return float(np.median(times) * 1e3)
+
+
+def compare_variants(
+    sam: Sam,
+    scenes: Sequence[Scene],
+    variants: Sequence[Variant] = ALL_VARIANTS,
+    latency_repeats: int = 5,
+    adapter: str | None = None,
+) -> list[VariantRow]:
+    """Stock SAM first, then each variant, on every instance of `scenes`."""
+    truth = [mask for scene in scenes for mask in scene.masks()]
+    stock = ReferencePredictor(sam)
+    stock_out = _outputs(predictor_segmenter(stock), scenes)
+    rows = [_row("stock SAM", stock_out, stock_out, truth, _b1_latency_ms(stock, scenes[0], latency_repeats))]
+    for variant in tqdm(variants, desc="variants", unit="variant"):
+        predictor = variant.predictor(sam, adapter)
+        out = _outputs(predictor_segmenter(predictor), scenes)
+        latency = _b1_latency_ms(predictor, scenes[0], latency_repeats)
+        rows.append(_row(variant.name + (" + adapter" if adapter else ""), out, stock_out, truth, latency))
+    return rows
+
+
+def _row(name: str, out, stock_out, truth, latency: float) -> VariantRow:
+    chosen = [mask_iou(mask, gt) for (mask, _), gt in zip(out, truth, strict=True)]
+    oracle = [max(mask_iou(m, gt) for m in multi) for (_, multi), gt in zip(out, truth, strict=True)]
+    agree = [mask_iou(mask, ref) for (mask, _), (ref, _) in zip(out, stock_out, strict=True)]
+    return VariantRow(name, float(np.mean(chosen)), float(np.mean(oracle)), float(np.mean(agree)), latency, len(truth))
+
+
+def markdown_table(rows: Sequence[VariantRow]) -> str:
+    lines = [
+        "| model | mIoU | oracle-of-3 mIoU | agreement with stock | ms / prompt (B=1) |",
+        "|---|---|---|---|---|",
+    ]
+    lines += [
+        f"| {r.name} | {r.miou:.3f} | {r.oracle_miou:.3f} | {r.agreement:.3f} | {r.ms_per_prompt:.0f} |" for r in rows
+    ]
+    return "\n".join(lines)
