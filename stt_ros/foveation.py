@@ -11,6 +11,7 @@ import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import cv2
 import numpy as np
 import torch
 
@@ -345,7 +346,10 @@ def _pixel_sums(
     edges = corners[:, :, None, :] + strides[None, :, None, None] * steps[None, None, :, None]  # (B, N, T+1, 2)
     ys = edges[..., 1].clamp(0, h)
     xs = edges[..., 0].clamp(0, w)
-    integral = _clipped_integral(image)
+    if image.device.type == "cpu":  # OpenCV's integral is ~50x faster than two torch cumsums on a CPU
+        integral = torch.from_numpy(cv2.integral(np.ascontiguousarray(image.numpy()), sdepth=cv2.CV_32S))
+    else:
+        integral = _clipped_integral(image)
     y0, y1 = ys[:, :, :-1, None], ys[:, :, 1:, None]
     x0, x1 = xs[:, :, None, :-1], xs[:, :, None, 1:]
     return _box_sums(integral, y0, y1, x0, x1), (y1 - y0) * (x1 - x0)
