@@ -190,7 +190,9 @@ class FoveatedPredictor(_Predictor):
         emulate_window_padding: bool = True,
         dtype: str | torch.dtype | None = None,
         variant: str = "custom",
+        **adapter_options,
     ) -> None:
+        """`adapter_options` (patch_rank, geometry_hidden, decoder, decoder_rank) go to `FoveatedSam`."""
         super().__init__(sam, dtype)
         if isinstance(pattern, str):
             pattern = FoveationPattern.parse(pattern)
@@ -202,6 +204,7 @@ class FoveatedPredictor(_Predictor):
             tokens=tokens,
             proportional=proportional,
             emulate_window_padding=emulate_window_padding,
+            **adapter_options,
         ).eval()
 
     @classmethod

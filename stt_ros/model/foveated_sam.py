@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+import math
 from pathlib import Path
 
 import torch
@@ -16,6 +18,43 @@ from stt_ros.model.encoder import FoveatedImageEncoder
 ADAPTER_FORMAT_VERSION = 1
 OUTSIDE_LOGIT = -20.0  # finite on purpose: SAM's bilinear upsampling turns -inf into NaN
 SAM_TO_STT_ORDER = (1, 2, 3, 0)  # SAM's decoder puts the single-mask output first; we put it last
+DECODER_MODES = ("frozen", "full", "lowrank")
+
+
+class LowRankLinear(nn.Module):
+    """A frozen linear layer plus a trainable low-rank residual whose output factor starts at zero."""
+
+    def __init__(self, base: nn.Linear, rank: int) -> None:
+        super().__init__()
+        self.base = base
+        self.down = nn.Parameter(torch.randn(base.in_features, rank, device=base.weight.device) / math.sqrt(rank))
+        self.up = nn.Parameter(torch.zeros(rank, base.out_features, device=base.weight.device))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.base(x) + x @ self.down.to(x.dtype) @ self.up.to(x.dtype)
+
+
+def trainable_decoder(mask_decoder: nn.Module, mode: str, rank: int) -> nn.Module:
+    """The mask decoder the foveated model runs: SAM's own when frozen, else a private copy.
+
+    A copy keeps the SAM object itself untouched, so the same SAM can serve as the distillation teacher
+    while its decoder (or a low-rank update of every linear layer in it) trains.
+    """
+    if mode not in DECODER_MODES:
+        raise ValueError(f"decoder mode must be one of {DECODER_MODES}, got {mode!r}")
+    if mode == "frozen":
+        return mask_decoder
+    decoder = copy.deepcopy(mask_decoder)
+    if mode == "full":
+        decoder.requires_grad_(True)
+        return decoder
+    if rank < 1:
+        raise ValueError(f"decoder rank must be at least 1, got {rank}")
+    linears = [(name, module) for name, module in decoder.named_modules() if isinstance(module, nn.Linear)]
+    for name, module in linears:
+        parent_name, _, child = name.rpartition(".")
+        setattr(decoder.get_submodule(parent_name), child, LowRankLinear(module, rank))
+    return decoder
 
 
 class FoveatedSam(nn.Module):
@@ -35,6 +74,8 @@ class FoveatedSam(nn.Module):
         emulate_window_padding: bool = True,
         patch_rank: int = 8,
         geometry_hidden: int = 64,
+        decoder: str = "frozen",
+        decoder_rank: int = 8,
     ) -> None:
         super().__init__()
         if tokens not in TOKEN_MODES:
@@ -53,7 +94,10 @@ class FoveatedSam(nn.Module):
             patch_rank=patch_rank,
             geometry_hidden=geometry_hidden,
         ).to(sam.device)
-        self.decoder = FoveatedMaskDecoder(sam.prompt_encoder, sam.mask_decoder)
+        self.decoder_mode = decoder
+        self.decoder_rank = decoder_rank if decoder == "lowrank" else 0
+        mask_decoder = trainable_decoder(sam.mask_decoder, decoder, decoder_rank)
+        self.decoder = FoveatedMaskDecoder(sam.prompt_encoder, mask_decoder)
 
     @property
     def img_size(self) -> int:
@@ -100,13 +144,36 @@ class FoveatedSam(nn.Module):
             "embed_dim": encoder.encoder.patch_embed.proj.out_channels,
             "depth": len(encoder.encoder.blocks),
             "img_size": self.img_size,
+            "decoder": self.decoder_mode,
+            "decoder_rank": self.decoder_rank,
         }
 
     def adapter_modules(self) -> dict[str, nn.Module]:
-        return {"patch_adapter": self.encoder.patch_adapter, "geometry_adapter": self.encoder.geometry_adapter}
+        """The modules with trainable weights; the mask decoder only when it trains."""
+        modules = {"patch_adapter": self.encoder.patch_adapter, "geometry_adapter": self.encoder.geometry_adapter}
+        if self.decoder_mode != "frozen":
+            modules["mask_decoder"] = self.decoder.mask_decoder
+        return modules
+
+    def trainable_state(self) -> dict[str, dict[str, torch.Tensor]]:
+        """Only the tensors that train, per module (a low-rank decoder stores its factors, not SAM's weights)."""
+        return {
+            name: {key: value.detach().clone() for key, value in module.named_parameters() if value.requires_grad}
+            for name, module in self.adapter_modules().items()
+        }
+
+    def load_trainable_state(self, state: dict[str, dict[str, torch.Tensor]]) -> None:
+        """Inverse of `trainable_state`; every trainable tensor must be present, with its shape."""
+        for name, module in self.adapter_modules().items():
+            expected = {key for key, value in module.named_parameters() if value.requires_grad}
+            given = state.get(name, {})
+            missing, unexpected = sorted(expected - set(given)), sorted(set(given) - expected)
+            if missing or unexpected:
+                raise ValueError(f"adapter state for {name}: missing {missing[:3]}, unexpected {unexpected[:3]}")
+            module.load_state_dict(given, strict=False)
 
     def save_adapters(self, path: str | Path, variant: str, extra: dict | None = None) -> None:
-        state = {name: module.state_dict() for name, module in self.adapter_modules().items()}
+        state = self.trainable_state()
         payload = {
             "format": "stt_ros.adapters",
             "version": ADAPTER_FORMAT_VERSION,
@@ -142,6 +209,5 @@ class FoveatedSam(nn.Module):
             raise ValueError(
                 f"adapter {path} does not match this model ({details}); build the predictor with the adapter's settings"
             )
-        for name, module in self.adapter_modules().items():
-            module.load_state_dict(payload["state"][name])
+        self.load_trainable_state(payload["state"])
         return payload.get("extra", {})
