@@ -1,0 +1,115 @@
+"""`stt train`: train the foveated adapters of a frozen SAM by distillation or on labelled masks (DESIGN §2.6)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+
+from stt_ros.foveation import TOKEN_MODES
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "train",
+        help="train foveated adapters (distillation from full SAM, or supervised)",
+        description=(
+            "Train the patch and position adapters (optionally the mask decoder) of a frozen SAM so the "
+            "foveated model agrees with SAM on the full frame. DATA is an image folder or a ROS 2 bag "
+            "(distillation, no labels), a COCO-style .json (supervised), or 'synthetic'. Writes OUT (the "
+            "adapter file for FoveatedPredictor.build(adapter=OUT) and the node), OUT.ckpt and "
+            "OUT_curves.png. Multi-GPU: torchrun --nproc_per_node N -m stt_ros.cli train ..."
+        ),
+    )
+    parser.add_argument("--variant", default="reference", help="vit_b, vit_l, vit_h or reference")
+    parser.add_argument("--checkpoint", help="official SAM .pth for vit_b/l/h ('random' only for smoke tests)")
+    parser.add_argument("--data", required=True, help="image folder, COCO .json, ROS 2 bag, or 'synthetic'")
+    parser.add_argument("--image-topic", help="image topic when --data is a bag, e.g. /camera/image_raw")
+    parser.add_argument("--image-root", help="folder of the COCO images (default: the .json's folder)")
+    parser.add_argument("--max-images", type=int, default=500, help="frames kept from a bag (evenly spaced)")
+    parser.add_argument("--synthetic-images", type=int, default=200, help="scenes when --data synthetic")
+    parser.add_argument("--out", required=True, help="adapter file to write")
+    parser.add_argument("--resume", action="store_true", help="continue from OUT.ckpt if it exists")
+    parser.add_argument(
+        "--target",
+        choices=("auto", "teacher", "labels"),
+        default="auto",
+        help="teacher: distil; labels: supervised (auto: labels for COCO, teacher otherwise)",
+    )
+    parser.add_argument("--steps", type=int, default=1000, help="optimizer steps")
+    parser.add_argument("--seed", type=int, default=0, help="run seed: split, shuffling, prompts, initialisation")
+    parser.add_argument("--lr", type=float, default=1e-3, help="peak AdamW learning rate")
+    parser.add_argument("--warmup", type=int, default=50, help="linear warmup steps (then cosine decay)")
+    parser.add_argument("--accumulate", type=int, default=1, help="images per optimizer step and process")
+    parser.add_argument("--prompts", type=int, default=8, help="prompts per image (one teacher encode each)")
+    parser.add_argument("--uniform-fraction", type=float, default=0.5, help="share of uniform (vs in-mask) points")
+    parser.add_argument("--val-images", type=int, default=4, help="images held out for validation")
+    parser.add_argument("--val-prompts", type=int, default=8, help="prompts per validation image")
+    parser.add_argument("--eval-every", type=int, default=100, help="steps between validations (0: only at end)")
+    parser.add_argument("--checkpoint-every", type=int, default=100, help="steps between checkpoints")
+    parser.add_argument("--pattern", default="stt", help="foveation pattern: stt, uniform:G or STRIDES/GRIDS")
+    parser.add_argument("--attention", choices=("window", "global"), default="window")
+    parser.add_argument("--tokens", choices=TOKEN_MODES, default="pixel")
+    parser.add_argument("--proportional", action="store_true", help="proportional attention for coarse tokens")
+    parser.add_argument("--patch-rank", type=int, default=8, help="rank of the patch projection adapter")
+    parser.add_argument("--geometry-hidden", type=int, default=64, help="width of the geometric encoding MLP")
+    parser.add_argument(
+        "--decoder",
+        choices=("frozen", "full", "lowrank"),
+        default="frozen",
+        help="mask decoder: frozen, fully trained, or a low-rank update of its linear layers",
+    )
+    parser.add_argument("--decoder-rank", type=int, default=8, help="rank with --decoder lowrank")
+    parser.add_argument("--device", help="torch device (default: cuda if available, else cpu)")
+    parser.add_argument("--threads", type=int, default=1, help="CPU threads for torch (default 1: shared cores)")
+    parser.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from stt_ros.model.checkpoints import load_sam
+    from stt_ros.train.data import CocoSource, open_source
+    from stt_ros.train.distill import DistillConfig, default_model_options, distributed, train_adapters
+
+    torch.set_num_threads(args.threads)
+    source = open_source(
+        args.data, args.image_topic, args.image_root, args.max_images, args.synthetic_images, args.seed
+    )
+    target = args.target if args.target != "auto" else ("labels" if isinstance(source, CocoSource) else "teacher")
+    config = DistillConfig(
+        variant=args.variant,
+        data=args.data,
+        target=target,
+        steps=args.steps,
+        seed=args.seed,
+        lr=args.lr,
+        warmup=args.warmup,
+        accumulate=args.accumulate,
+        prompts=args.prompts,
+        uniform_fraction=args.uniform_fraction,
+        val_images=args.val_images,
+        val_prompts=args.val_prompts,
+        eval_every=args.eval_every,
+        checkpoint_every=args.checkpoint_every,
+        model={
+            **default_model_options(),
+            "pattern": args.pattern,
+            "attention": args.attention,
+            "tokens": args.tokens,
+            "proportional": args.proportional,
+            "patch_rank": args.patch_rank,
+            "geometry_hidden": args.geometry_hidden,
+            "decoder": args.decoder,
+            "decoder_rank": args.decoder_rank,
+        },
+    )
+    began = time.monotonic()
+    with distributed(args.device) as device:
+        sam = load_sam(args.variant, args.checkpoint, device)
+        result = train_adapters(sam, source, config, args.out, resume=args.resume)
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(f"wrote {args.out} after {result.history[-1]['step']} steps in {time.monotonic() - began:.0f} s")
+        for name, metrics in (("before", result.before), ("after", result.after)):
+            print(f"{name}: " + ", ".join(f"{key} {value:.3f}" for key, value in metrics.items() if key != "step"))
+    return 0

@@ -1,0 +1,201 @@
+"""`stt train`: data sources, deterministic resume, adapter files, DDP on CPU, and what distillation achieves."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+
+import cv2
+import numpy as np
+import pytest
+import torch
+import torch.multiprocessing as mp
+
+from stt_ros import FoveatedPredictor
+from stt_ros.bag.sample import IMAGE_TOPICS, write_sample_bag
+from stt_ros.cli import UserError, main
+from stt_ros.model.reference import REFERENCE_WEIGHTS
+from stt_ros.scenes import generate_scene
+from stt_ros.train.data import BagSource, CocoSource, FolderSource, Sample, Source, decode_rle, open_source
+from stt_ros.train.distill import DistillConfig, default_model_options, distributed, train_adapters
+
+SMALL_PATTERN = "1,2,4/4,4,8"  # covers a 256 frame from any fovea, with coarse tokens
+
+
+class Scenes(Source):
+    """Small labelled synthetic scenes, so a tiny SAM trains in seconds."""
+
+    labelled = True
+
+    def __init__(self, count: int = 6) -> None:
+        self.count = count
+
+    def __len__(self) -> int:
+        return self.count
+
+    def __getitem__(self, index: int) -> Sample:
+        scene = generate_scene(500 + index, 96, 72)
+        return Sample(f"scene{index}", scene.image, tuple(scene.masks()))
+
+
+def tiny_config(**changes) -> DistillConfig:
+    model = {**default_model_options(), "pattern": SMALL_PATTERN, "decoder": "lowrank", "decoder_rank": 2}
+    settings = dict(
+        variant="tiny", steps=4, accumulate=2, prompts=3, val_images=2, val_prompts=2, eval_every=0, model=model
+    )
+    return DistillConfig(**{**settings, **changes})
+
+
+def encode_rle(counts: list[int]) -> str:
+    """COCO's compressed RLE string (the inverse of what the loader decodes), to build test files."""
+    chars = []
+    for i, value in enumerate(counts):
+        value -= counts[i - 2] if i > 2 else 0
+        more = True
+        while more:
+            chunk = value & 0x1F
+            value >>= 5
+            more = value != -1 if chunk & 0x10 else value != 0
+            chars.append(chr((chunk | (0x20 if more else 0)) + 48))
+    return "".join(chars)
+
+
+def mask_counts(mask: np.ndarray) -> list[int]:
+    flat = mask.T.flatten().astype(np.int8)
+    changes = np.flatnonzero(np.diff(np.concatenate([[0], flat, [1 - flat[-1]]])))
+    return np.diff(np.concatenate([[0], changes])).tolist()
+
+
+def test_folder_source(tmp_path):
+    for name in ("a.png", "b.jpg"):
+        cv2.imwrite(str(tmp_path / name), np.full((20, 30, 3), 90, np.uint8))
+    (tmp_path / "notes.txt").write_text("not an image")
+    source = open_source(str(tmp_path))
+    assert isinstance(source, FolderSource) and len(source) == 2
+    assert source[0].image.shape == (20, 30, 3) and source[0].gt is None
+    with pytest.raises(UserError, match="does not exist"):
+        open_source(str(tmp_path / "missing"))
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(UserError, match="no images found"):
+        FolderSource(tmp_path / "empty")
+
+
+def test_coco_source_polygon_and_rle(tmp_path):
+    cv2.imwrite(str(tmp_path / "img.png"), np.zeros((40, 50, 3), np.uint8))
+    blob = np.zeros((40, 50), bool)
+    blob[5:15, 30:45] = True
+    blob[20:22, 0:3] = True
+    annotations = [
+        {"image_id": 1, "segmentation": [[2, 2, 20, 2, 20, 12, 2, 12]]},
+        {"image_id": 1, "segmentation": {"size": [40, 50], "counts": encode_rle(mask_counts(blob))}},
+        {"image_id": 1, "segmentation": {"size": [40, 50], "counts": mask_counts(blob)}},
+    ]
+    data = {"images": [{"id": 1, "file_name": "img.png", "height": 40, "width": 50}], "annotations": annotations}
+    (tmp_path / "ann.json").write_text(json.dumps(data))
+    source = open_source(str(tmp_path / "ann.json"))
+    assert isinstance(source, CocoSource) and source.labelled
+    polygon, compressed, plain = source[0].gt
+    assert polygon[2:13, 2:21].all() and polygon.sum() == 11 * 19
+    assert np.array_equal(compressed, blob) and np.array_equal(plain, blob)
+    assert decode_rle([3, 2, 1], 2, 3).T.flatten().tolist() == [0, 0, 0, 1, 1, 0]
+    (tmp_path / "bad.json").write_text("{not json")
+    with pytest.raises(UserError, match="cannot read COCO"):
+        open_source(str(tmp_path / "bad.json"))
+
+
+def test_bag_source(tmp_path):
+    bag = write_sample_bag(tmp_path / "bag", "sqlite3", frames=3, width=80, height=64)
+    topic = next(iter(IMAGE_TOPICS))
+    source = open_source(str(bag), image_topic=topic, max_images=2)
+    assert isinstance(source, BagSource) and len(source) == 2
+    assert source[0].image.shape == (64, 80, 3)
+    with pytest.raises(UserError, match="not in bag"):
+        BagSource(bag, "/no/such/topic")
+    with pytest.raises(UserError, match="--image-topic"):
+        open_source(str(bag))
+
+
+def test_resume_continues_bit_for_bit(tiny, tmp_path):
+    config = tiny_config()
+    straight = train_adapters(tiny, Scenes(), config, tmp_path / "a" / "adapter.pt", progress=False)
+    train_adapters(tiny, Scenes(), config, tmp_path / "b" / "adapter.pt", progress=False, stop_after=2)
+    resumed = train_adapters(tiny, Scenes(), config, tmp_path / "b" / "adapter.pt", resume=True, progress=False)
+    a = torch.load(tmp_path / "a" / "adapter.pt", weights_only=True)["state"]
+    b = torch.load(tmp_path / "b" / "adapter.pt", weights_only=True)["state"]
+    assert a.keys() == b.keys() == {"patch_adapter", "geometry_adapter", "mask_decoder"}
+    for module in a:
+        for key in a[module]:
+            assert torch.equal(a[module][key], b[module][key]), (module, key)
+    assert any(a["patch_adapter"]["up"].flatten() != 0), "the adapters did not train"
+    assert [h["loss"] for h in straight.history[1:]] == [h["loss"] for h in resumed.history[1:]]
+    assert (tmp_path / "a" / "adapter_curves.png").is_file()
+    with pytest.raises(UserError, match="different settings"):
+        train_adapters(tiny, Scenes(), tiny_config(lr=0.5), tmp_path / "b" / "adapter.pt", resume=True)
+
+
+@pytest.fixture(scope="module")
+def trained_file(tiny, tmp_path_factory):
+    path = tmp_path_factory.mktemp("trained") / "adapter.pt"
+    train_adapters(tiny, Scenes(), tiny_config(steps=1, accumulate=1, val_images=1), path, progress=False)
+    return path
+
+
+@pytest.mark.parametrize(
+    ("options", "field"),
+    [
+        ({"pattern": "stt"}, "pattern"),
+        ({"tokens": "pooled"}, "tokens"),
+        ({"attention": "global"}, "attention"),
+        ({"decoder": "frozen"}, "decoder"),
+    ],
+)
+def test_trained_file_loads_and_refuses_mismatches(tiny, trained_file, options, field):
+    path = trained_file
+    fitting = {"pattern": SMALL_PATTERN, "decoder": "lowrank", "decoder_rank": 2}
+    assert FoveatedPredictor(tiny, **fitting).model.load_adapters(path, "tiny")["steps"] == 1
+    with pytest.raises(ValueError, match=f"{field}: model"):
+        FoveatedPredictor(tiny, **{**fitting, **options}).model.load_adapters(path, "tiny")
+    with pytest.raises(ValueError, match="trained for variant 'tiny', not 'vit_b'"):
+        FoveatedPredictor(tiny, **fitting).model.load_adapters(path, "vit_b")
+
+
+def test_cli_reports_bad_data(tmp_path, capsys):
+    assert main(["train", "--data", str(tmp_path / "nothing"), "--out", str(tmp_path / "a.pt")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    assert main(["train", "--data", str(tmp_path), "--out", str(tmp_path / "a.pt")]) == 2
+    assert "no images found" in capsys.readouterr().err
+
+
+def _ddp_worker(rank: int, world: int, port: int, out: str) -> None:
+    from stt_ros.testing import tiny_sam
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world))
+    torch.set_num_threads(1)
+    with distributed("cpu") as device:
+        sam = tiny_sam(0).to(device)
+        result = train_adapters(sam, Scenes(), tiny_config(steps=2), f"{out}/adapter.pt", progress=False)
+    torch.save(result.history, f"{out}/history{rank}.pt")  # the test's own record, to compare the ranks
+
+
+def test_ddp_on_cpu_with_gloo(tmp_path):
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    mp.spawn(_ddp_worker, args=(2, port, str(tmp_path)), nprocs=2, join=True)
+    assert (tmp_path / "adapter.pt").is_file() and (tmp_path / "adapter_curves.png").is_file()
+    histories = [torch.load(tmp_path / f"history{rank}.pt", weights_only=True) for rank in range(2)]
+    assert histories[0] == histories[1], "losses and validation are averaged over both processes"
+    assert len(histories[0]) == 3 and "agreement" in histories[0][-1]
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not REFERENCE_WEIGHTS.is_file(), reason="reference SAM weights are not present")
+def test_distillation_raises_agreement_with_the_reference_teacher(tmp_path):
+    from stt_ros.model.reference import load_reference_sam
+    from stt_ros.train.data import SyntheticSource
+
+    torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+    config = DistillConfig(steps=200, warmup=20, val_images=4, eval_every=0, checkpoint_every=1000)
+    result = train_adapters(load_reference_sam(), SyntheticSource(60), config, tmp_path / "a.pt", progress=False)
+    assert result.after["agreement"] >= result.before["agreement"] + 0.05
