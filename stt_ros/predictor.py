@@ -20,7 +20,7 @@ from segment_anything.modeling import Sam
 from stt_ros.foveation import FoveationPattern
 from stt_ros.frame import FramedImage, FramedPrompts, SamFrame
 from stt_ros.model.checkpoints import load_sam
-from stt_ros.model.foveated_sam import SAM_TO_STT_ORDER, FoveatedSam
+from stt_ros.model.foveated_sam import SAM_TO_STT_ORDER, FoveatedSam, model_options, read_adapter_file
 from stt_ros.prompts import Prompt, validate_prompts
 
 MULTIMASK_POLICIES = ("auto", "best", "largest", "single", 0, 1, 2)
@@ -217,6 +217,8 @@ class FoveatedPredictor(_Predictor):
         **options,
     ) -> FoveatedPredictor:
         """Load `variant` ("vit_b", "vit_l", "vit_h" with a checkpoint path or "random"; "reference")."""
+        if adapter is not None:  # the adapter's own settings, unless the caller overrides them
+            options = {**model_options(read_adapter_file(adapter)["config"]), **options}
         sam = load_sam(variant, checkpoint, resolve_device(device))
         predictor = cls(sam, variant=variant, **options)
         if adapter is not None:

@@ -49,3 +49,21 @@ def test_not_an_adapter_file(tiny, tmp_path):
         FoveatedPredictor(tiny).model.load_adapters(path, "tiny")
     with pytest.raises(FileNotFoundError):
         FoveatedPredictor(tiny).model.load_adapters(tmp_path / "missing.pt", "tiny")
+
+
+def test_build_takes_the_adapter_files_settings(tmp_path):
+    """`build(..., adapter=PATH)` rebuilds the configuration the adapter was trained with."""
+    with pytest.warns(UserWarning, match="RANDOM"):
+        trained = FoveatedPredictor.build(
+            "reference", checkpoint="random", device="cpu", tokens="pooled", proportional=True, patch_rank=4
+        )
+    with torch.no_grad():
+        trained.model.encoder.patch_adapter.up.normal_()
+    path = tmp_path / "adapter.pt"
+    trained.model.save_adapters(path, "reference")
+    with pytest.warns(UserWarning, match="RANDOM"):
+        loaded = FoveatedPredictor.build("reference", checkpoint="random", device="cpu", adapter=path)
+    assert loaded.model.config() == trained.model.config()
+    assert torch.equal(loaded.model.encoder.patch_adapter.up, trained.model.encoder.patch_adapter.up)
+    with pytest.warns(UserWarning, match="RANDOM"), pytest.raises(ValueError, match="tokens: model 'pixel'"):
+        FoveatedPredictor.build("reference", checkpoint="random", device="cpu", adapter=path, tokens="pixel")

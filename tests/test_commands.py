@@ -27,7 +27,9 @@ def test_demo_on_a_given_image_and_point(tmp_path, capsys):
     image[30:90, 40:120] = (0, 200, 0)
     path = tmp_path / "in.png"
     cv2.imwrite(str(path), image)
-    assert main(["demo", "--image", str(path), "--point", "80,60", "--device", "cpu", "--out", str(tmp_path / "o")]) == 0
+    assert (
+        main(["demo", "--image", str(path), "--point", "80,60", "--device", "cpu", "--out", str(tmp_path / "o")]) == 0
+    )
     assert "(80, 60)" in capsys.readouterr().out
 
 

@@ -186,15 +186,7 @@ class FoveatedSam(nn.Module):
 
     def load_adapters(self, path: str | Path, variant: str) -> dict:
         """Load an adapter file, refusing one made for another variant or configuration."""
-        path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"adapter file {path} does not exist")
-        try:
-            payload = torch.load(path, map_location=self.sam.device, weights_only=True)
-        except Exception as error:
-            raise ValueError(f"adapter file {path} is not a readable PyTorch file ({error})") from None
-        if not isinstance(payload, dict) or payload.get("format") != "stt_ros.adapters":
-            raise ValueError(f"{path} is not an stt_ros adapter file (write one with `stt train`)")
+        payload = read_adapter_file(path, self.sam.device)
         if payload.get("variant") != variant:
             raise ValueError(f"adapter {path} was trained for variant {payload.get('variant')!r}, not {variant!r}")
         mismatched = {
@@ -211,3 +203,30 @@ class FoveatedSam(nn.Module):
             )
         self.load_trainable_state(payload["state"])
         return payload.get("extra", {})
+
+
+def read_adapter_file(path: str | Path, device: str | torch.device = "cpu") -> dict:
+    """The payload of an adapter file written by `FoveatedSam.save_adapters`, or a clear error."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"adapter file {path} does not exist")
+    try:
+        payload = torch.load(path, map_location=device, weights_only=True)
+    except Exception as error:
+        raise ValueError(f"adapter file {path} is not a readable PyTorch file ({error})") from None
+    if not isinstance(payload, dict) or payload.get("format") != "stt_ros.adapters":
+        raise ValueError(f"{path} is not an stt_ros adapter file (write one with `stt train`)")
+    return payload
+
+
+def model_options(config: dict) -> dict:
+    """`FoveatedSam` keyword arguments that rebuild the model an adapter `config()` describes."""
+    pattern = config["pattern"]
+    options = {
+        "pattern": FoveationPattern(pattern["token_size"], pattern["strides"], pattern["grids"]),
+        **{key: config[key] for key in ("tokens", "attention", "proportional", "emulate_window_padding")},
+        **{key: config[key] for key in ("patch_rank", "geometry_hidden")},
+    }
+    if config.get("decoder", "frozen") != "frozen":
+        options.update(decoder=config["decoder"], decoder_rank=config["decoder_rank"])
+    return options
