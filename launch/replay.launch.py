@@ -4,6 +4,7 @@ Runs the node on sim time (stt.launch.py with use_sim_time:=true), plays the bag
 the node is active (the model may take a while to load), and optionally records the node's outputs.
 """
 
+from launch import LaunchDescription
 from launch.actions import (
     DeclareLaunchArgument,
     ExecuteProcess,
@@ -16,8 +17,6 @@ from launch.launch_description_sources import PythonLaunchDescriptionSource
 from launch.substitutions import LaunchConfiguration, PathJoinSubstitution, PythonExpression
 from launch_ros.event_handlers import OnStateTransition
 from launch_ros.substitutions import FindPackageShare
-
-from launch import LaunchDescription
 
 PASSED_ON = ("params_file", "namespace", "node_name", "image", "camera_info", "prompts", "detections")
 

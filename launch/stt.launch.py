@@ -4,6 +4,7 @@ Starts `stt_node` as a lifecycle node with a params file, namespace and topic re
 `autostart:=false`) drives it through configure → activate, which works on Humble and Jazzy alike.
 """
 
+from launch import LaunchDescription
 from launch.actions import DeclareLaunchArgument, EmitEvent, RegisterEventHandler
 from launch.conditions import IfCondition
 from launch.events import matches_action
@@ -14,8 +15,6 @@ from launch_ros.events.lifecycle import ChangeState
 from launch_ros.parameter_descriptions import ParameterValue
 from launch_ros.substitutions import FindPackageShare
 from lifecycle_msgs.msg import Transition
-
-from launch import LaunchDescription
 
 # Launch argument → the node-relative topic it remaps (empty default: keep the node's name).
 TOPICS = {
