@@ -113,3 +113,17 @@ def test_stock_reference_quality_guard() -> None:
     assert result.num_instances >= 50
     assert result.miou >= 0.80, f"stock reference mIoU {result.miou:.3f} < 0.80"
     assert result.oracle_miou >= result.miou
+
+
+def test_predictor_and_raw_sam_evaluations_agree() -> None:
+    """The project predictor path and SAM's own predictor give the same single-point numbers."""
+    from stt_ros import ReferencePredictor
+    from stt_ros.evaluation import predictor_segmenter, sam_segmenter
+    from stt_ros.testing import tiny_sam
+
+    sam = tiny_sam(0)
+    scenes = heldout_scenes(2)
+    raw = evaluate(sam_segmenter(sam), scenes)
+    wrapped = evaluate(predictor_segmenter(ReferencePredictor(sam)), scenes)
+    assert raw.chosen_ious == pytest.approx(wrapped.chosen_ious, abs=1e-6)
+    assert raw.oracle_ious == pytest.approx(wrapped.oracle_ious, abs=1e-6)

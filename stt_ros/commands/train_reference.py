@@ -25,6 +25,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--seed", type=int, default=0, help="run seed; scenes and prompts derive from it")
     parser.add_argument("--lr", type=float, default=8e-4, help="peak AdamW learning rate")
     parser.add_argument("--warmup", type=int, default=100, help="linear warmup steps")
+    parser.add_argument(
+        "--focal-warmup", type=int, default=300, help="steps over which the focal weight ramps from 0 to 20"
+    )
     parser.add_argument("--checkpoint-every", type=int, default=50, help="steps between checkpoints")
     parser.add_argument("--eval-every", type=int, default=250, help="steps between held-out evaluations (0: off)")
     parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
@@ -43,6 +46,7 @@ def run(args: argparse.Namespace) -> int:
         seed=args.seed,
         lr=args.lr,
         warmup=args.warmup,
+        focal_warmup=args.focal_warmup,
         checkpoint_every=args.checkpoint_every,
         eval_every=args.eval_every,
     )

@@ -38,6 +38,7 @@ class TrainConfig:
     lr: float = 8e-4
     weight_decay: float = 0.05
     warmup: int = 100
+    focal_warmup: int = 300  # steps over which the focal weight ramps from 0 to SAM's 20
     max_instances: int = 8
     checkpoint_every: int = 50
     eval_every: int = 250
@@ -136,14 +137,16 @@ def dice_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     return 1 - (2 * (prob * targets).sum(-1) + 1) / (prob.sum(-1) + targets.sum(-1) + 1)
 
 
-def sam_loss(logits: torch.Tensor, iou_pred: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def sam_loss(
+    logits: torch.Tensor, iou_pred: torch.Tensor, targets: torch.Tensor, focal_weight: float = 20.0
+) -> tuple[torch.Tensor, torch.Tensor]:
     """SAM's loss for N prompts x M outputs: 20·focal + dice at the best output, + MSE of predicted IoU.
 
     Returns (total loss, IoU of the best output per prompt) — the latter for logging.
     """
     logits = logits.float()
     targets = targets.expand_as(logits)
-    mask_loss = 20 * focal_loss(logits, targets) + dice_loss(logits, targets)  # N x M
+    mask_loss = focal_weight * focal_loss(logits, targets) + dice_loss(logits, targets)  # N x M
     best = mask_loss.min(dim=1).values
     with torch.no_grad():
         pred = logits > 0
@@ -156,7 +159,9 @@ def sam_loss(logits: torch.Tensor, iou_pred: torch.Tensor, targets: torch.Tensor
     return (best + iou_loss).mean(), best_iou
 
 
-def forward_loss(sam: Sam, batch: Batch, device: torch.device) -> tuple[torch.Tensor, float]:
+def forward_loss(
+    sam: Sam, batch: Batch, device: torch.device, focal_weight: float = 20.0
+) -> tuple[torch.Tensor, float]:
     """Encode once, decode every prompt group against the shared embedding; mean loss over groups."""
     embedding = sam.image_encoder(batch.image.to(device))
     image_pe = sam.prompt_encoder.get_dense_pe()
@@ -174,11 +179,35 @@ def forward_loss(sam: Sam, batch: Batch, device: torch.device) -> tuple[torch.Te
             dense_prompt_embeddings=dense,
             multimask_output=group["multimask"],
         )
-        loss, best_iou = sam_loss(logits, iou_pred, group["targets"].to(device))
+        loss, best_iou = sam_loss(logits, iou_pred, group["targets"].to(device), focal_weight)
         losses.append(loss * len(best_iou))
         ious.append(best_iou)
     n = sum(len(i) for i in ious)
     return torch.stack(losses).sum() / n, float(torch.cat(ious).mean())
+
+
+def init_for_training(sam: Sam) -> Sam:
+    """Starting weights meant to help a from-scratch SAM find its prompt sooner.
+
+    SAM's decoder is normally trained on a pretrained encoder; from scratch, the model predicts
+    background everywhere and ignores its prompt for hundreds of steps. These initial values aim at the
+    prompt path: each decoder attention's key projection tied to its query projection (a point token
+    first attends to pixels with a similar positional encoding), random Fourier frequencies up to 16x
+    SAM's scale (a sharper similarity), and a small random `pos_embed` (zero in SAM). Only initial values
+    and the stored PE buffer change, not the architecture. On a one-image overfit they shorten the
+    plateau slightly; see the model card for what they did in a full run.
+    """
+    with torch.no_grad():
+        frequencies = sam.prompt_encoder.pe_layer.positional_encoding_gaussian_matrix
+        scales = torch.logspace(0.0, 1.2, frequencies.shape[1])
+        frequencies.copy_(torch.randn(frequencies.shape) * scales)
+        for module in sam.mask_decoder.transformer.modules():
+            if hasattr(module, "q_proj") and hasattr(module, "k_proj"):
+                module.k_proj.weight.copy_(module.q_proj.weight)
+                module.q_proj.bias.zero_()
+                module.k_proj.bias.zero_()
+        sam.image_encoder.pos_embed.normal_(0.0, 0.02)
+    return sam
 
 
 def learning_rate(config: TrainConfig, step: int) -> float:
@@ -187,6 +216,17 @@ def learning_rate(config: TrainConfig, step: int) -> float:
         return config.lr * (step + 1) / config.warmup
     progress = (step - config.warmup) / max(1, config.steps - config.warmup)
     return config.lr * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
+
+
+def focal_weight(config: TrainConfig, step: int) -> float:
+    """SAM's focal weight (20), ramped up from 0 over `focal_warmup` steps.
+
+    From scratch, the pixel-averaged focal term first drives every logit negative; starting on dice alone
+    keeps the masks from collapsing to background while the prompt path forms.
+    """
+    if step >= config.focal_warmup:
+        return 20.0
+    return 20.0 * step / config.focal_warmup
 
 
 def plot_history(history: list[dict], path: Path) -> None:
@@ -264,7 +304,7 @@ def train_reference(
         start, history = state["step"], state["history"]
     sam_config = SamConfig.from_dict(config.sam)
     torch.manual_seed(config.seed)
-    sam = build_sam(sam_config).to(dev).train()
+    sam = init_for_training(build_sam(sam_config)).to(dev).train()
     optimizer = torch.optim.AdamW(sam.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     if start:
         sam.load_state_dict(state["model"])
@@ -278,7 +318,7 @@ def train_reference(
             group["lr"] = learning_rate(config, step)
         batch = make_batch(sam, config, step)
         with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=use_amp):
-            loss, best_iou = forward_loss(sam, batch, dev)
+            loss, best_iou = forward_loss(sam, batch, dev, focal_weight(config, step))
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(sam.parameters(), 1.0)
