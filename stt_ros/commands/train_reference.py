@@ -28,6 +28,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--focal-warmup", type=int, default=300, help="steps over which the focal weight ramps from 0 to 20"
     )
+    parser.add_argument("--pool-steps", type=int, default=0, help="first steps that cycle through a scene pool")
+    parser.add_argument("--pool-size", type=int, default=4, help="scenes in that pool")
     parser.add_argument("--checkpoint-every", type=int, default=50, help="steps between checkpoints")
     parser.add_argument("--eval-every", type=int, default=250, help="steps between held-out evaluations (0: off)")
     parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
@@ -47,6 +49,8 @@ def run(args: argparse.Namespace) -> int:
         lr=args.lr,
         warmup=args.warmup,
         focal_warmup=args.focal_warmup,
+        pool_steps=args.pool_steps,
+        pool_size=args.pool_size,
         checkpoint_every=args.checkpoint_every,
         eval_every=args.eval_every,
     )

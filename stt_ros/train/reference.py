@@ -39,6 +39,8 @@ class TrainConfig:
     weight_decay: float = 0.05
     warmup: int = 100
     focal_warmup: int = 300  # steps over which the focal weight ramps from 0 to SAM's 20
+    pool_steps: int = 0  # for this many first steps, scenes cycle through a small pool ...
+    pool_size: int = 4  # ... of this many scenes (fresh prompts each time)
     max_instances: int = 8
     checkpoint_every: int = 50
     eval_every: int = 250
@@ -68,8 +70,11 @@ def _sample_point(rng: np.random.Generator, ys: np.ndarray, xs: np.ndarray) -> l
 def make_batch(sam: Sam, config: TrainConfig, step: int) -> Batch:
     """Scene, prompts and targets for `step`, a pure function of (config.seed, step)."""
     rng = np.random.default_rng([config.seed, step, 1])
-    width, height = TRAIN_SIZES[int(rng.integers(len(TRAIN_SIZES)))]
-    scene = generate_scene(config.seed * STEPS_PER_SEED + step, width, height)
+    # A small pool of scenes first: the model learns to follow its prompt on a few scenes it sees
+    # again and again (as when overfitting one scene) before the stream of new scenes.
+    scene_index = step % config.pool_size if step < config.pool_steps else step
+    width, height = TRAIN_SIZES[scene_index % len(TRAIN_SIZES)]
+    scene = generate_scene(config.seed * STEPS_PER_SEED + scene_index, width, height)
     size = sam.image_encoder.img_size
     image = _resize_longest(scene.image, size, cv2.INTER_LINEAR)
     ids = _resize_longest(scene.instances, size, cv2.INTER_NEAREST)
