@@ -14,6 +14,7 @@ from stt_ros.cli import UserError
 from stt_ros.conversions import overlay_image
 from stt_ros.masks import interior_point, mask_iou
 from stt_ros.model.checkpoints import VARIANTS
+from stt_ros.model.reference import REFERENCE_STATUS
 from stt_ros.predictor import FoveatedPredictor, ReferencePredictor, SegmentationResult
 from stt_ros.prompts import Prompt
 from stt_ros.scenes import generate_scene
@@ -22,7 +23,7 @@ from stt_ros.visualize import foveation_view
 BUILTIN_SEED = 2026
 REFERENCE_NOTICE = (
     "Model: stt_ros's reference SAM, a small SAM-architecture model trained only on synthetic scenes "
-    "(shapes and textures). It segments scenes like the built-in one; for real camera images use an "
+    "(shapes and textures), meant for scenes like the built-in one; for real camera images use an "
     "official SAM checkpoint: --variant vit_b --checkpoint sam_vit_b_01ec64.pth"
 )
 
@@ -108,6 +109,7 @@ def run(args: argparse.Namespace) -> int:
     stock = ReferencePredictor(foveated.sam, variant=args.variant)
     if args.variant == "reference" and args.checkpoint is None:
         print(REFERENCE_NOTICE)
+        print(f"Status: {REFERENCE_STATUS}.")
     elif args.checkpoint == "random":
         print("Model: RANDOM weights (--checkpoint random): the masks are noise; the timings are real.")
     print(f"Image {image.shape[1]}x{image.shape[0]}, device {foveated.device}, {len(prompts)} prompt(s)")

@@ -32,6 +32,11 @@ REFERENCE_CONFIG = SamConfig(
 )
 
 REFERENCE_WEIGHTS = Path(__file__).resolve().parent.parent / "weights" / "reference_sam.pt"
+# What the shipped weights can do, said wherever they are used; update it with MODEL_CARD.md on retraining.
+REFERENCE_STATUS = (
+    "the shipped checkpoint is UNDER-TRAINED (held-out single-point mIoU 0.016, target 0.80; "
+    "see stt_ros/weights/MODEL_CARD.md): its masks are not segmentations yet"
+)
 
 
 def save_reference_weights(sam: Sam, config: SamConfig, path: str | Path, meta: dict | None = None) -> None:
