@@ -45,10 +45,6 @@ class SegmentationResult:
     scores: tuple[float, float, float]  # predicted IoU of the 3 multimask outputs
     index: int
 
-    @property
-    def area(self) -> int:
-        return int(self.mask.sum())
-
 
 def parse_multimask(policy: str | int) -> str | int:
     """Accept the policy names, 0-2, or their string forms (from a CLI or ROS parameter)."""

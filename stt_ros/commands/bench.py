@@ -85,7 +85,8 @@ def run(args: argparse.Namespace) -> int:
     weights = "random weights" if args.checkpoint == "random" else args.checkpoint
     print(
         f"{args.variant} ({weights}), {result.device}, {args.dtype}, {result.threads} threads, "
-        f"image {result.image_size[1]}x{result.image_size[0]}, pattern {foveated.pattern.num_tokens} tokens"
+        f"image {result.image_size[1]}x{result.image_size[0]}, pattern {foveated.pattern.num_tokens} tokens "
+        f"({foveated.pattern.num_pixels} px moved vs {foveated.sam.image_encoder.img_size**2} for stock SAM)"
     )
     print(result.table())
     return 0
