@@ -8,12 +8,13 @@ tokens), on whatever device the image tensor lives on.
 from __future__ import annotations
 
 import functools
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import cv2
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 TOKEN_MODES = ("pixel", "pooled")
 
@@ -225,7 +226,7 @@ class FoveationPattern:
 
     def footprint_mean(self, grid: torch.Tensor, tokens: FoveatedTokens, cell: int) -> torch.Tensor:
         """Mean of a (B or 1, G, G, C) cell grid over each token's footprint, clipped to the grid: (B, N, C)."""
-        return self.footprint_mean_of_integral(integral_image(grid), tokens, cell).to(grid.dtype)
+        return self.footprint_mean_of_integral(integral_image(grid, first_dim=1), tokens, cell).to(grid.dtype)
 
     def footprint_mean_of_integral(self, integral: torch.Tensor, tokens: FoveatedTokens, cell: int) -> torch.Tensor:
         """`footprint_mean` from a precomputed `integral_image`, for grids that do not change (pos_embed)."""
@@ -236,12 +237,7 @@ class FoveationPattern:
         hi = (start + span[None, :, None]).clamp(0, side)
         batch = torch.arange(tokens.corners.shape[0], device=integral.device)[:, None]
         batch = batch if integral.shape[0] > 1 else torch.zeros_like(batch)
-        total = (
-            integral[batch, hi[..., 1], hi[..., 0]]
-            - integral[batch, lo[..., 1], hi[..., 0]]
-            - integral[batch, hi[..., 1], lo[..., 0]]
-            + integral[batch, lo[..., 1], lo[..., 0]]
-        )
+        total = _box_sums(lambda y, x: integral[batch, y, x], lo[..., 1], hi[..., 1], lo[..., 0], hi[..., 0])
         count = ((hi - lo).prod(dim=2)).clamp(min=1)
         return total / count[..., None]
 
@@ -255,16 +251,14 @@ class FoveationPattern:
         return (painted * std + mean).round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1)
 
 
-def integral_image(grid: torch.Tensor) -> torch.Tensor:
-    """(B, G+1, G+1, C) float64 integral of a (B, G, G, C) grid.
+def integral_image(values: torch.Tensor, first_dim: int = 0, dtype: torch.dtype = torch.float64) -> torch.Tensor:
+    """Integral image over dims `first_dim` and `first_dim + 1`, with a leading zero row and column.
 
-    float64 so that a one-cell box reads its cell back to float32 precision, which the stock-SAM
-    invariant needs.
+    float64 by default so that a one-cell box reads its cell back to float32 precision, which the
+    stock-SAM invariant needs; int64 for exact pixel sums.
     """
-    shape = (grid.shape[0], grid.shape[1] + 1, grid.shape[2] + 1, grid.shape[3])
-    out = torch.zeros(shape, dtype=torch.float64, device=grid.device)
-    out[:, 1:, 1:] = grid.double().cumsum(1).cumsum(2)
-    return out
+    out = values.to(dtype).cumsum(first_dim).cumsum(first_dim + 1)
+    return F.pad(out, [0, 0] * (values.ndim - first_dim - 2) + [1, 0, 1, 0])
 
 
 def _parse_ints(text: str, what: str) -> list[int]:
@@ -322,19 +316,15 @@ def _paint_index(pattern: FoveationPattern, k: int, pixels_per_cell: int) -> np.
     return index
 
 
-def _clipped_integral(values: torch.Tensor) -> torch.Tensor:
-    """Integral image with a zero first row/column over the leading two axes, in int64 (exact)."""
-    out = torch.zeros(
-        (values.shape[0] + 1, values.shape[1] + 1, *values.shape[2:]), dtype=torch.int64, device=values.device
-    )
-    out[1:, 1:] = values.to(torch.int64).cumsum(0).cumsum(1)
-    return out
-
-
 def _box_sums(
-    integral: torch.Tensor, y0: torch.Tensor, y1: torch.Tensor, x0: torch.Tensor, x1: torch.Tensor
+    at: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    y0: torch.Tensor,
+    y1: torch.Tensor,
+    x0: torch.Tensor,
+    x1: torch.Tensor,
 ) -> torch.Tensor:
-    return integral[y1, x1] - integral[y0, x1] - integral[y1, x0] + integral[y0, x0]
+    """Sums over [y0, y1) x [x0, x1) from an integral image read through `at(y, x)`."""
+    return at(y1, x1) - at(y0, x1) - at(y1, x0) + at(y0, x0)
 
 
 def _pixel_sums(
@@ -349,10 +339,10 @@ def _pixel_sums(
     if image.device.type == "cpu":  # OpenCV's integral is ~50x faster than two torch cumsums on a CPU
         integral = torch.from_numpy(cv2.integral(np.ascontiguousarray(image.numpy()), sdepth=cv2.CV_32S))
     else:
-        integral = _clipped_integral(image)
+        integral = integral_image(image, dtype=torch.int64)
     y0, y1 = ys[:, :, :-1, None], ys[:, :, 1:, None]
     x0, x1 = xs[:, :, None, :-1], xs[:, :, None, 1:]
-    return _box_sums(integral, y0, y1, x0, x1), (y1 - y0) * (x1 - x0)
+    return _box_sums(lambda y, x: integral[y, x], y0, y1, x0, x1), (y1 - y0) * (x1 - x0)
 
 
 def _pooled_sums(
@@ -365,11 +355,11 @@ def _pooled_sums(
     padded[:h, :w, :3] = image
     padded[:h, :w, 3] = 1  # in-image indicator: its sums are the counts
     phases = padded.reshape(rows, t, cols, t, 4).permute(0, 2, 1, 3, 4)  # (rows, cols, T, T, 4)
-    integral = _clipped_integral(phases)
+    integral = integral_image(phases, dtype=torch.int64)
     cells = torch.div(corners, t, rounding_mode="floor")
     y0 = cells[..., 1].clamp(0, rows)
     x0 = cells[..., 0].clamp(0, cols)
     y1 = (cells[..., 1] + strides[None]).clamp(0, rows)
     x1 = (cells[..., 0] + strides[None]).clamp(0, cols)
-    sums = _box_sums(integral, y0, y1, x0, x1)  # (B, N, T, T, 4)
+    sums = _box_sums(lambda y, x: integral[y, x], y0, y1, x0, x1)  # (B, N, T, T, 4)
     return sums[..., :3], sums[..., 3]

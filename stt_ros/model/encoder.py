@@ -146,7 +146,7 @@ class FoveatedImageEncoder(nn.Module):
         pos = self.encoder.pos_embed
         key = (pos.device, pos._version, pos.data_ptr())
         if getattr(self, "_pos_cache_key", None) != key:
-            self._pos_cache = integral_image(pos.detach())
+            self._pos_cache = integral_image(pos.detach(), first_dim=1)
             self._pos_cache_key = key
         return self._pos_cache
 
