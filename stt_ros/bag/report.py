@@ -6,13 +6,12 @@ import json
 from collections.abc import Sequence
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")  # headless: CI machines and robots have no display
-import matplotlib.pyplot as plt
 import numpy as np
 
 from stt_ros.bag.metrics import HISTOGRAM_BINS, FrameRecord
+from stt_ros.plotting import pyplot
+
+plt = pyplot()
 
 PLOTS = {
     "iou": "iou_histogram.png",

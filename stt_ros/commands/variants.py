@@ -8,6 +8,7 @@ from pathlib import Path
 
 from stt_ros.evaluation import heldout_scenes
 from stt_ros.model.checkpoints import VARIANTS, load_sam
+from stt_ros.plotting import pyplot
 from stt_ros.predictor import resolve_device
 from stt_ros.variants import VariantRow, compare_variants, markdown_table
 
@@ -45,10 +46,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def plot(rows: list[VariantRow], path: Path, title: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     figure, axis = plt.subplots(figsize=(8, 4))
     names = [r.name for r in rows]

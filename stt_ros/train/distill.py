@@ -33,6 +33,7 @@ from stt_ros.cli import UserError
 from stt_ros.evaluation import evaluate, predictor_segmenter
 from stt_ros.frame import FramedImage
 from stt_ros.model.foveated_sam import OUTSIDE_LOGIT
+from stt_ros.plotting import pyplot
 from stt_ros.predictor import FoveatedPredictor, ReferencePredictor
 from stt_ros.prompts import Prompt
 from stt_ros.train.data import Sample, Source
@@ -362,10 +363,7 @@ def _save_checkpoint(path: Path, state: dict) -> None:
 
 def plot_curves(history: list[dict], path: Path) -> None:
     """Training loss and validation agreement / mIoU against step, as a PNG."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
     trained = [h for h in history if "loss" in h]

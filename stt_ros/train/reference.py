@@ -18,10 +18,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from segment_anything.modeling import Sam
+from segment_anything.utils.transforms import ResizeLongestSide
 from tqdm import tqdm
 
 from stt_ros.model.reference import REFERENCE_CONFIG, save_reference_weights
 from stt_ros.model.sam_config import SamConfig, build_sam
+from stt_ros.plotting import pyplot
 from stt_ros.scenes import generate_scene
 
 TRAIN_SIZES = ((640, 480), (1280, 720), (800, 600), (960, 540), (1024, 768), (480, 640))
@@ -57,9 +59,9 @@ class Batch:
 
 
 def _resize_longest(array: np.ndarray, target: int, interpolation: int) -> np.ndarray:
-    h, w = array.shape[:2]
-    scale = target / max(h, w)
-    return cv2.resize(array, (round(w * scale), round(h * scale)), interpolation=interpolation)
+    """SAM's frame size (`ResizeLongestSide`), with an interpolation that suits instance ids too."""
+    height, width = ResizeLongestSide.get_preprocess_shape(*array.shape[:2], target)
+    return cv2.resize(array, (width, height), interpolation=interpolation)
 
 
 def _sample_point(rng: np.random.Generator, ys: np.ndarray, xs: np.ndarray) -> list[float]:
@@ -236,10 +238,7 @@ def focal_weight(config: TrainConfig, step: int) -> float:
 
 def plot_history(history: list[dict], path: Path) -> None:
     """Loss (and held-out mIoU when measured) against step, so a run can be judged at a glance."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     steps = [h["step"] for h in history]
     loss = np.array([h["loss"] for h in history])
