@@ -18,14 +18,37 @@ from stt_ros.model.reference import (
 )
 from stt_ros.model.sam_config import build_sam
 from stt_ros.scenes import generate_scene
-from stt_ros.testing import tiny_config
-from stt_ros.train.reference import TrainConfig, forward_loss, make_batch, train_reference
+from stt_ros.testing import tiny_config, tiny_sam
+from stt_ros.train.reference import (
+    TrainConfig,
+    _token_ids,
+    encode_crops,
+    forward_loss,
+    init_for_training,
+    instance_contrast_loss,
+    make_batch,
+    pretrain_prompt_path,
+    train_reference,
+)
 
 QUALITY_SCENES = 16  # the guard's fixed held-out set: heldout_scenes(16)
+# Measured on that set with the shipped weights (stt_ros/weights/MODEL_CARD.md); guarded to within 0.02.
+STOCK_MIOU = 0.459
+FOVEATED_MIOU = 0.366  # window attention, pooled tokens: the default
+QUALITY_TOLERANCE = 0.02
 
 
 def _tiny_train_config(**overrides) -> TrainConfig:
-    config = TrainConfig(steps=4, warmup=2, checkpoint_every=2, eval_every=0, sam=tiny_config().to_dict())
+    config = TrainConfig(
+        steps=4,
+        warmup=2,
+        crops=2,
+        crops_per_scene=1,
+        prompt_pretext=2,
+        checkpoint_every=2,
+        eval_every=0,
+        sam=tiny_config().to_dict(),
+    )
     return replace(config, **overrides)
 
 
@@ -46,19 +69,123 @@ def test_training_step_reduces_the_loss() -> None:
 
 def test_batches_are_deterministic_and_mix_prompt_kinds() -> None:
     sam = build_sam(tiny_config())
-    config = _tiny_train_config()
+    config = _tiny_train_config(crop=8, crops=4, crops_per_scene=2)
     a, b = make_batch(sam, config, 3), make_batch(sam, config, 3)
-    assert torch.equal(a.image, b.image)
+    assert torch.equal(a.images, b.images) and a.images.shape == (4, 3, 128, 128) and a.size == 8
     kinds = set()
     for step in range(6):
-        for group in make_batch(sam, config, step).groups:
-            kind = "box" if group["boxes"] is not None else f"{group['points'][0].shape[1]}-point"
-            assert group["multimask"] == (kind == "1-point")  # SAM: 3 outputs only for one point
-            kinds.add(kind)
+        batch = make_batch(sam, config, step)
+        for crop in batch.crops:
+            assert crop.top % 4 == 0 and crop.left % 4 == 0  # aligned to the attention windows
+            assert 0 <= crop.top <= 8 and 0 <= crop.left <= 8
+            for group in crop.groups:
+                kind = "box" if group["boxes"] is not None else f"{group['points'][0].shape[1]}-point"
+                assert group["multimask"] == (kind == "1-point")  # SAM: 3 outputs only for one point
+                assert group["targets"].shape[-2:] == (32, 32)  # the crop's low-res mask grid
+                kinds.add(kind)
     assert {"box", "1-point"} <= kinds and len(kinds) >= 3
-    pooled = replace(config, pool_steps=8, pool_size=4)
-    assert torch.equal(make_batch(sam, pooled, 1).image, make_batch(sam, pooled, 5).image)
-    assert not torch.equal(make_batch(sam, pooled, 1).image, make_batch(sam, pooled, 9).image)
+    whole = make_batch(sam, replace(config, crop=0), 2)
+    assert whole.size == 16 and whole.images.shape[-1] == 256
+    assert all((crop.top, crop.left) == (0, 0) for crop in whole.crops)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [({"crop": 6}, "multiple of the attention window 4"), ({"crop": -8}, "multiple"), ({"crops": 0}, "at least 1")],
+)
+def test_train_config_refuses_crops_that_break_the_frame_geometry(overrides: dict, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        _tiny_train_config(**overrides)
+
+
+def test_token_ids_name_the_instance_that_fills_each_token() -> None:
+    ids = np.zeros((32, 32), np.uint16)
+    ids[:16, :16] = 3  # token (0, 0): all instance 3
+    ids[16:, 16:24] = 5  # token (1, 1): half instance 5, half background -> mixed
+    ids[:16, 16:] = 7
+    ids[2, 18] = 0  # one stray pixel does not make token (0, 1) mixed
+    assert _token_ids(ids, 16).tolist() == [[3, 7], [0, -1]]
+
+
+def test_instance_contrast_is_low_for_separated_embeddings_and_ignores_mixed_tokens() -> None:
+    token_ids = torch.tensor([[[0, 0, 1, 1], [0, 0, 1, 1], [2, 2, -1, -1], [2, 2, -1, -1]]])
+    separated = torch.nn.functional.one_hot(token_ids.clamp(min=0), 4).permute(0, 3, 1, 2).float()
+    separated[:, :, 2:, 2:] = torch.randn(1, 4, 2, 2)  # mixed tokens: anything, they are ignored
+    assert float(instance_contrast_loss(separated, token_ids)) < 1e-3
+    mixed_up = torch.ones_like(separated)
+    assert float(instance_contrast_loss(mixed_up, token_ids)) == pytest.approx(np.log(3), abs=1e-5)
+    assert float(instance_contrast_loss(mixed_up, torch.zeros_like(token_ids))) == 0.0  # one instance: no term
+
+
+def test_prompt_pretext_trains_only_the_prompt_path_and_is_deterministic() -> None:
+    def run() -> torch.nn.Module:
+        sam = init_for_training(tiny_sam(0)).train()
+        pretrain_prompt_path(sam, steps=3, seed=5)
+        return sam
+
+    before, a, b = init_for_training(tiny_sam(0)).state_dict(), run().state_dict(), run().state_dict()
+    assert all(torch.equal(a[key], b[key]) for key in a)
+    for key in a:
+        changed = not torch.equal(a[key], before[key])
+        assert changed == key.startswith(("mask_decoder.", "prompt_encoder.")) or not changed, key
+    assert any(not torch.equal(a[k], before[k]) for k in a if k.startswith("mask_decoder."))
+    assert all(torch.equal(a[k], before[k]) for k in a if k.startswith("image_encoder."))
+
+
+@pytest.mark.slow
+def test_prompt_pretext_puts_the_mask_at_the_point() -> None:
+    """On the reference shape, 300 pretext steps take the single output from nothing to a disk at the point."""
+    torch.manual_seed(0)
+    sam = init_for_training(build_sam(REFERENCE_CONFIG)).train()
+    assert pretrain_prompt_path(sam, steps=300, seed=0) >= 0.4
+
+
+def test_command_defaults_are_the_trainer_defaults() -> None:
+    from stt_ros.commands.train_reference import DEFAULTS
+
+    config = TrainConfig()
+    assert {name: getattr(config, name) for name in DEFAULTS} == DEFAULTS
+
+
+def test_prompts_fall_inside_their_crop_in_frame_coordinates() -> None:
+    sam = build_sam(tiny_config())
+    batch = make_batch(sam, _tiny_train_config(crop=8, crops=4), 0)
+    for crop in batch.crops:
+        y0, x0, extent = crop.top * 16, crop.left * 16, batch.size * 16
+        for group in crop.groups:
+            if group["points"] is None:
+                continue
+            coords, labels = group["points"]
+            positive = coords[labels == 1]
+            assert ((positive[:, 0] >= x0) & (positive[:, 0] <= x0 + extent)).all()
+            assert ((positive[:, 1] >= y0) & (positive[:, 1] <= y0 + extent)).all()
+
+
+def test_a_crop_is_encoded_as_the_whole_frame_of_a_sam_cut_to_it() -> None:
+    """`encode_crops` on the whole frame is the stock encoder; on a window-aligned crop it equals a SAM whose
+    frame is that crop, with `pos_embed` and the global blocks' relative-position tables cut to it."""
+    sam = tiny_sam(3)
+    encoder = sam.image_encoder
+    image = torch.randn(1, 3, 256, 256)
+    with torch.no_grad():
+        assert torch.equal(encode_crops(encoder, image, [(0, 0)]), encoder(image))
+        top, left, size = 4, 8, 8
+        cut = tiny_sam(3, tiny_config(img_size=size * 16))
+        shapes = {key: value.shape for key, value in cut.state_dict().items()}
+        same = {key: value for key, value in sam.state_dict().items() if value.shape == shapes[key]}
+        cut.load_state_dict(same, strict=False)  # pos_embed and the global tables differ: set below
+        cut.image_encoder.pos_embed.copy_(encoder.pos_embed[:, top : top + size, left : left + size])
+        for whole, part in zip(encoder.blocks, cut.image_encoder.blocks, strict=True):
+            for name in ("rel_pos_h", "rel_pos_w"):
+                table = getattr(whole.attn, name)
+                centre = table.shape[0] // 2
+                getattr(part.attn, name).copy_(
+                    table[centre - size + 1 : centre + size] if whole.window_size == 0 else table
+                )
+        pixels = image[:, :, top * 16 : (top + size) * 16, left * 16 : (left + size) * 16]
+        crops = encode_crops(encoder, torch.cat([pixels, pixels]), [(top, left), (top, left)])
+        expected = cut.image_encoder(pixels)
+    torch.testing.assert_close(crops, torch.cat([expected, expected]), rtol=1e-5, atol=1e-5)
 
 
 def test_resume_continues_bit_for_bit(tmp_path: Path) -> None:
@@ -111,15 +238,28 @@ def test_shipped_weights_load() -> None:
 
 @pytest.mark.xfail(
     strict=True,
-    reason="the shipped reference weights are under-trained (see stt_ros/weights/MODEL_CARD.md); "
-    "remove this marker when retrained weights reach the target",
+    reason="the shipped reference weights reach held-out mIoU 0.5, not yet the 0.80 target (see "
+    "stt_ros/weights/MODEL_CARD.md); remove this marker when retrained weights reach it",
 )
-def test_stock_reference_quality_guard() -> None:
-    """Single-point protocol on a fixed held-out set: the stock reference model stays at mIoU >= 0.80."""
+def test_stock_reference_quality_target() -> None:
+    """Single-point protocol on a fixed held-out set: the stock reference model reaches mIoU >= 0.80."""
     result = evaluate_sam(load_reference_sam(), heldout_scenes(QUALITY_SCENES))
     assert result.num_instances >= 50
     assert result.miou >= 0.80, f"stock reference mIoU {result.miou:.3f} < 0.80"
-    assert result.oracle_miou >= result.miou
+
+
+def test_shipped_reference_quality_does_not_regress() -> None:
+    """The shipped weights, stock and through the default foveated predictor, stay within 0.02 of what
+    MODEL_CARD.md and the README report for them on the guard set."""
+    from stt_ros import FoveatedPredictor
+    from stt_ros.evaluation import predictor_segmenter
+
+    scenes = heldout_scenes(QUALITY_SCENES)
+    stock = evaluate_sam(load_reference_sam(), scenes)
+    foveated = evaluate(predictor_segmenter(FoveatedPredictor.build("reference", device="cpu")), scenes)
+    assert stock.miou >= STOCK_MIOU - QUALITY_TOLERANCE, f"stock reference mIoU {stock.miou:.3f}"
+    assert stock.oracle_miou >= stock.miou
+    assert foveated.miou >= FOVEATED_MIOU - QUALITY_TOLERANCE, f"default foveated mIoU {foveated.miou:.3f}"
 
 
 def test_predictor_and_raw_sam_evaluations_agree() -> None:

@@ -7,34 +7,66 @@ import time
 
 from stt_ros.model.reference import REFERENCE_WEIGHTS
 
+# The shipped recipe; kept here (not imported from the trainer) so `stt --help` stays free of torch.
+DEFAULTS = {
+    "steps": 5000,
+    "lr": 2e-3,
+    "warmup": 100,
+    "focal": 0.0,
+    "crop": 16,
+    "crops": 8,
+    "crops_per_scene": 4,
+    "prompt_pretext": 300,
+    "instance_contrast": 1.0,
+    "checkpoint_every": 100,
+    "eval_every": 500,
+}
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "train-reference",
         help="train the small synthetic-scene reference SAM",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
         description=(
-            "Train the reference SAM (SAM's architecture, a few million parameters) on synthetic scenes "
-            "with SAM's losses and point / multi-point / box prompts. Checkpoints as it goes; --resume "
-            "continues a run exactly. Uses the GPU with mixed precision when --device cuda."
+            "Train the reference SAM (SAM's architecture, 1.4 M parameters) from scratch on synthetic scenes "
+            "with SAM's losses and point / multi-point / box prompts. The defaults are the recipe of the shipped "
+            "weights (stt_ros/weights/MODEL_CARD.md): about an hour on 2 CPU cores. Checkpoints as it goes; "
+            "--resume continues a run bit-for-bit. --device cuda trains in bf16 mixed precision."
         ),
     )
-    parser.add_argument("--out", default=str(REFERENCE_WEIGHTS), help="fp16 weights file (default: %(default)s)")
+    parser.add_argument("--out", default=str(REFERENCE_WEIGHTS), help="fp16 weights file")
     parser.add_argument("--checkpoint", help="training checkpoint (default: OUT with suffix .ckpt)")
     parser.add_argument("--resume", action="store_true", help="continue from the checkpoint if it exists")
-    parser.add_argument("--steps", type=int, default=1500, help="training steps, one scene each")
-    parser.add_argument("--seed", type=int, default=0, help="run seed; scenes and prompts derive from it")
-    parser.add_argument("--lr", type=float, default=8e-4, help="peak AdamW learning rate")
-    parser.add_argument("--warmup", type=int, default=100, help="linear warmup steps")
+    parser.add_argument("--steps", type=int, help="optimizer steps")
+    parser.add_argument("--seed", type=int, default=0, help="run seed; scenes, crops and prompts derive from it")
+    parser.add_argument("--lr", type=float, help="peak AdamW learning rate (linear warmup, cosine decay)")
+    parser.add_argument("--warmup", type=int, help="linear warmup steps")
     parser.add_argument(
-        "--focal-warmup", type=int, default=300, help="steps over which the focal weight ramps from 0 to 20"
+        "--focal",
+        type=float,
+        help="share of SAM's 20x focal term in the mask loss, the rest cross-entropy (1: SAM's loss exactly)",
     )
-    parser.add_argument("--pool-steps", type=int, default=0, help="first steps that cycle through a scene pool")
-    parser.add_argument("--pool-size", type=int, default=4, help="scenes in that pool")
-    parser.add_argument("--checkpoint-every", type=int, default=50, help="steps between checkpoints")
-    parser.add_argument("--eval-every", type=int, default=250, help="steps between held-out evaluations (0: off)")
+    parser.add_argument(
+        "--crop",
+        type=int,
+        help="crop side in 16-px tokens, a multiple of the attention window (8); 0: whole 1024 frames. A crop "
+        "keeps its place in the frame (positions, windows, prompt coordinates), so it trains the same model "
+        "several times cheaper",
+    )
+    parser.add_argument("--crops", type=int, help="crops per step, encoded as one batch")
+    parser.add_argument("--crops-per-scene", type=int, help="crops cut from each generated scene")
+    parser.add_argument(
+        "--prompt-pretext", type=int, help="steps teaching the decoder to mask around its point before any scene"
+    )
+    parser.add_argument(
+        "--instance-contrast", type=float, help="weight of the encoder's dense instance-embedding term (0: off)"
+    )
+    parser.add_argument("--checkpoint-every", type=int, help="steps between checkpoints")
+    parser.add_argument("--eval-every", type=int, help="steps between held-out evaluations (0: off)")
     parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
-    parser.add_argument("--threads", type=int, default=1, help="CPU threads for torch (default 1: shared cores)")
-    parser.set_defaults(handler=run)
+    parser.add_argument("--threads", type=int, default=2, help="CPU threads for torch")
+    parser.set_defaults(handler=run, **DEFAULTS)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -43,17 +75,7 @@ def run(args: argparse.Namespace) -> int:
     from stt_ros.train.reference import TrainConfig, train_reference
 
     torch.set_num_threads(args.threads)
-    config = TrainConfig(
-        steps=args.steps,
-        seed=args.seed,
-        lr=args.lr,
-        warmup=args.warmup,
-        focal_warmup=args.focal_warmup,
-        pool_steps=args.pool_steps,
-        pool_size=args.pool_size,
-        checkpoint_every=args.checkpoint_every,
-        eval_every=args.eval_every,
-    )
+    config = TrainConfig(seed=args.seed, **{name: getattr(args, name) for name in DEFAULTS})
     began = time.monotonic()
     history = train_reference(config, args.out, args.checkpoint, resume=args.resume, device=args.device)
     last = history[-1] if history else {}

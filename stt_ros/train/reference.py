@@ -17,8 +17,9 @@ import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
-from segment_anything.modeling import Sam
+from segment_anything.modeling import ImageEncoderViT, Sam
 from segment_anything.utils.transforms import ResizeLongestSide
+from torch.func import functional_call
 from tqdm import tqdm
 
 from stt_ros.model.reference import REFERENCE_CONFIG, save_reference_weights
@@ -29,33 +30,63 @@ from stt_ros.scenes import generate_scene
 TRAIN_SIZES = ((640, 480), (1280, 720), (800, 600), (960, 540), (1024, 768), (480, 640))
 MAX_SEED = 100_000  # training scene seeds are seed * 10**7 + step, below evaluation.HELDOUT_SEED_BASE
 STEPS_PER_SEED = 10**7
+RELPOS = ("rel_pos_h", "rel_pos_w")
+CONTENT_SCALE = 0.3  # image embedding and point labels start this much smaller (see init_for_training)
+ATTENTION_GAIN = 3.0  # decoder query/key projections start this much larger (see init_for_training)
+PRETEXT_RADIUS = 48.0  # px in the 1024 frame: the single output's disk in pretrain_prompt_path
 
 
 @dataclass
 class TrainConfig:
     """Everything that determines a run; stored in checkpoints so a resume uses the same settings."""
 
-    steps: int = 1500
+    steps: int = 5000
     seed: int = 0
-    lr: float = 8e-4
+    lr: float = 2e-3
     weight_decay: float = 0.05
     warmup: int = 100
-    focal_warmup: int = 300  # steps over which the focal weight ramps from 0 to SAM's 20
-    pool_steps: int = 0  # for this many first steps, scenes cycle through a small pool ...
-    pool_size: int = 4  # ... of this many scenes (fresh prompts each time)
-    max_instances: int = 8
-    checkpoint_every: int = 50
-    eval_every: int = 250
+    focal: float = 0.0  # share of SAM's 20·focal term in the mask loss; the rest is cross-entropy (sam_loss)
+    max_instances: int = 12
+    min_instance_px: int = 64  # instances with fewer pixels in a crop (1024 frame) get no prompt
+    crop: int = 16  # crop side in tokens (a multiple of the attention window); 0: the whole frame
+    crops: int = 8  # crops per step, encoded as one batch
+    crops_per_scene: int = 4  # crops cut from each scene (scenes cost about as much as the model step)
+    prompt_pretext: int = 300  # steps of pretrain_prompt_path before the first scene
+    instance_contrast: float = 1.0  # weight of the encoder's dense pretext term (instance_contrast_loss)
+    checkpoint_every: int = 100
+    eval_every: int = 500
     eval_scenes: int = 8
     sam: dict = field(default_factory=REFERENCE_CONFIG.to_dict)
+
+    def __post_init__(self) -> None:
+        window = self.sam.get("window_size", 0)
+        if self.crop < 0 or (window and self.crop % window):
+            raise ValueError(
+                f"crop must be 0 (whole frames) or a multiple of the attention window {window}, got {self.crop}"
+            )
+        if self.crops < 1 or self.crops_per_scene < 1:
+            raise ValueError(
+                f"crops and crops_per_scene must be at least 1, got {self.crops} and {self.crops_per_scene}"
+            )
+
+
+@dataclass
+class Crop:
+    """One training view: where it sits in SAM's 1024 frame and the prompt groups decoded against it."""
+
+    top: int  # token row of its top-left corner in the 64 x 64 grid
+    left: int  # token column
+    groups: list[dict]  # each: points/labels or boxes (1024-frame pixels), targets (Nx1xMxM soft), multimask
+    token_ids: torch.Tensor  # size x size instance id under each token (0 background, -1 mixed: ignored)
 
 
 @dataclass
 class Batch:
-    """One scene prepared for SAM: the padded 1024 input and per-prompt-kind tensors."""
+    """`len(crops)` views of `size` x `size` tokens, each from its own scene, encoded as one batch."""
 
-    image: torch.Tensor  # 1x3xSxS normalised, padded
-    groups: list[dict]  # each: points/labels or boxes, targets (Nx1xMxM soft), multimask flag
+    images: torch.Tensor  # Bx3xPxP normalised pixels, P = size * patch
+    size: int  # tokens per side
+    crops: list[Crop]
 
 
 def _resize_longest(array: np.ndarray, target: int, interpolation: int) -> np.ndarray:
@@ -69,45 +100,58 @@ def _sample_point(rng: np.random.Generator, ys: np.ndarray, xs: np.ndarray) -> l
     return [float(xs[i]) + 0.5, float(ys[i]) + 0.5]
 
 
-def make_batch(sam: Sam, config: TrainConfig, step: int) -> Batch:
-    """Scene, prompts and targets for `step`, a pure function of (config.seed, step)."""
-    rng = np.random.default_rng([config.seed, step, 1])
-    # A small pool of scenes first: the model learns to follow its prompt on a few scenes it sees
-    # again and again (as when overfitting one scene) before the stream of new scenes.
-    scene_index = step % config.pool_size if step < config.pool_steps else step
-    width, height = TRAIN_SIZES[scene_index % len(TRAIN_SIZES)]
-    scene = generate_scene(config.seed * STEPS_PER_SEED + scene_index, width, height)
-    size = sam.image_encoder.img_size
-    image = _resize_longest(scene.image, size, cv2.INTER_LINEAR)
-    ids = _resize_longest(scene.instances, size, cv2.INTER_NEAREST)
-    tensor = torch.from_numpy(image).permute(2, 0, 1).float()[None]
-    padded_ids = np.zeros((size, size), np.uint16)
-    padded_ids[: ids.shape[0], : ids.shape[1]] = ids
-    present = [k for k in range(1, scene.num_instances + 1) if (ids == k).any()]
+def _crop_origin(rng: np.random.Generator, ids: np.ndarray, size: int, patch: int, align: int) -> tuple[int, int]:
+    """A window-aligned crop (token units) around a random instance pixel, inside the 1024 frame.
+
+    Aligning to the encoder's attention windows makes every windowed block see exactly the windows it
+    sees on the whole frame.
+    """
+    grid = ids.shape[0] // patch
+    ys, xs = np.nonzero(ids)
+    if len(ys) == 0:
+        return 0, 0
+    i = int(rng.integers(len(ys)))
+    origin = []
+    for centre in (ys[i] // patch, xs[i] // patch):
+        lowest = max(0, centre - size + 1)
+        highest = min(grid - size, centre)
+        start = int(rng.integers(-(-lowest // align), highest // align + 1)) * align
+        origin.append(start)
+    return origin[0], origin[1]
+
+
+def _prompt_groups(rng: np.random.Generator, ids: np.ndarray, offset: tuple[int, int], config: TrainConfig) -> list:
+    """SAM's prompt mix for the instances visible in `ids` (a crop of the frame's instance map).
+
+    Single points get the 3-mask output (loss at the best), 2–4 points (half the time one negative) and
+    jittered boxes the single output. Coordinates are in 1024-frame pixels, so prompts keep their place in
+    the frame's positional encoding.
+    """
+    low = ids.shape[0] // 4  # SAM's low-resolution mask grid
+    counts = np.bincount(ids.ravel())
+    present = [int(k) for k in np.nonzero(counts)[0] if k and counts[k] >= config.min_instance_px]
     rng.shuffle(present)
     present = present[: config.max_instances]
-    low = size // 4  # SAM's low-resolution mask grid
+    dy, dx = offset
     kinds: dict[str, list] = {"point": [], "points": [], "box": []}
     n_multi = int(rng.integers(2, 5))
     for k in present:
-        mask = padded_ids == k
+        mask = ids == k
         ys, xs = np.nonzero(mask)
         target = cv2.resize(mask.astype(np.float32), (low, low), interpolation=cv2.INTER_AREA)
-        kind = ("point", "points", "box")[int(rng.choice(3, p=(0.5, 0.25, 0.25)))]
-        if kind == "point":
-            kinds[kind].append(([_sample_point(rng, ys, xs)], [1], target))
-        elif kind == "points":
-            points = [_sample_point(rng, ys, xs) for _ in range(n_multi)]
+        kinds["point"].append(([_sample_point(rng, ys + dy, xs + dx)], [1], target))
+        if rng.random() < 0.5:
+            points = [_sample_point(rng, ys + dy, xs + dx) for _ in range(n_multi)]
             labels = [1] * n_multi
-            outside = np.nonzero(~mask[: ids.shape[0], : ids.shape[1]])
+            outside = np.nonzero(~mask)
             if rng.random() < 0.5 and len(outside[0]):
-                points[-1], labels[-1] = _sample_point(rng, *outside), 0
-            kinds[kind].append((points, labels, target))
+                points[-1], labels[-1] = _sample_point(rng, outside[0] + dy, outside[1] + dx), 0
+            kinds["points"].append((points, labels, target))
         else:
             x0, y0, x1, y1 = float(xs.min()), float(ys.min()), float(xs.max() + 1), float(ys.max() + 1)
             jitter = rng.normal(0, 0.1, 4) * np.array([x1 - x0, y1 - y0, x1 - x0, y1 - y0])
-            box = np.clip(np.array([x0, y0, x1, y1]) + np.clip(jitter, -20, 20), 0, size)
-            kinds[kind].append((box.tolist(), None, target))
+            box = np.clip(np.array([x0, y0, x1, y1]) + np.clip(jitter, -20, 20), 0, ids.shape[0])
+            kinds["box"].append(((box + np.array([dx, dy, dx, dy])).tolist(), None, target))
     groups = []
     for kind, items in kinds.items():
         if not items:
@@ -116,16 +160,53 @@ def make_batch(sam: Sam, config: TrainConfig, step: int) -> Batch:
         if kind == "box":
             group = {"boxes": torch.tensor([item[0] for item in items]), "points": None}
         else:
-            group = {
-                "points": (
-                    torch.tensor([item[0] for item in items]),
-                    torch.tensor([item[1] for item in items]),
-                ),
-                "boxes": None,
-            }
+            labels = torch.tensor([item[1] for item in items])
+            group = {"points": (torch.tensor([item[0] for item in items]), labels), "boxes": None}
         group.update(targets=targets, multimask=kind == "point")
         groups.append(group)
-    return Batch(image=sam.preprocess(tensor), groups=groups)
+    return groups
+
+
+def _token_ids(ids: np.ndarray, patch: int, purity: float = 0.75) -> torch.Tensor:
+    """The instance id each token covers, or -1 where no id fills `purity` of its patch."""
+    size = ids.shape[0] // patch
+    cells = ids.reshape(size, patch, size, patch).transpose(0, 2, 1, 3).reshape(size, size, -1).astype(np.int64)
+    centre = cells[:, :, (patch // 2) * patch + patch // 2]
+    pure = (cells == centre[..., None]).mean(-1) >= purity
+    return torch.from_numpy(np.where(pure, centre, -1))
+
+
+def make_batch(sam: Sam, config: TrainConfig, step: int) -> Batch:
+    """Scenes, crops, prompts and targets for `step`, a pure function of (config.seed, step)."""
+    rng = np.random.default_rng([config.seed, step, 1])
+    encoder = sam.image_encoder
+    patch = encoder.patch_embed.proj.kernel_size[0]
+    grid = encoder.img_size // patch
+    size = config.crop if 0 < config.crop < grid else grid
+    align = max(1, encoder.blocks[0].window_size)
+    frame, extent = encoder.img_size, size * patch
+    mean, std = sam.pixel_mean.cpu(), sam.pixel_std.cpu()
+    images, crops = [], []
+    for first in range(0, config.crops, config.crops_per_scene):
+        index = step * -(-config.crops // config.crops_per_scene) + first // config.crops_per_scene
+        width, height = TRAIN_SIZES[index % len(TRAIN_SIZES)]
+        scene = generate_scene(config.seed * STEPS_PER_SEED + index, width, height)
+        image = torch.from_numpy(_resize_longest(scene.image, frame, cv2.INTER_LINEAR)).permute(2, 0, 1).float()
+        image = (image - mean) / std  # SAM's preprocess; its zero padding is the crop's zero fill below
+        ids = np.zeros((frame, frame), np.uint16)
+        resized = _resize_longest(scene.instances, frame, cv2.INTER_NEAREST)
+        ids[: resized.shape[0], : resized.shape[1]] = resized
+        for _ in range(min(config.crops_per_scene, config.crops - first)):
+            top, left = _crop_origin(rng, ids, size, patch, align)
+            y0, x0 = top * patch, left * patch
+            pixels = torch.zeros(3, extent, extent)
+            inside = image[:, y0 : y0 + extent, x0 : x0 + extent]
+            pixels[:, : inside.shape[1], : inside.shape[2]] = inside
+            images.append(pixels)
+            window = ids[y0 : y0 + extent, x0 : x0 + extent]
+            groups = _prompt_groups(rng, window, (y0, x0), config)
+            crops.append(Crop(top=top, left=left, groups=groups, token_ids=_token_ids(window, patch)))
+    return Batch(images=torch.stack(images), size=size, crops=crops)
 
 
 def focal_loss(logits: torch.Tensor, targets: torch.Tensor, alpha: float = 0.25, gamma: float = 2.0) -> torch.Tensor:
@@ -145,15 +226,21 @@ def dice_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
 
 
 def sam_loss(
-    logits: torch.Tensor, iou_pred: torch.Tensor, targets: torch.Tensor, focal_weight: float = 20.0
+    logits: torch.Tensor, iou_pred: torch.Tensor, targets: torch.Tensor, focal_share: float = 1.0
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """SAM's loss for N prompts x M outputs: 20·focal + dice at the best output, + MSE of predicted IoU.
 
-    Returns (total loss, IoU of the best output per prompt) — the latter for logging.
+    With `focal_share` < 1 the focal term is partly replaced by plain binary cross-entropy. From scratch,
+    focal loss (positives weighted 0.25, likely pixels discounted) keeps a weak model's masks too small or
+    empty at SAM's threshold of 0; cross-entropy puts the threshold where the odds are even. Returns (total
+    loss, IoU of the best output per prompt) — the latter for logging.
     """
     logits = logits.float()
     targets = targets.expand_as(logits)
-    mask_loss = focal_weight * focal_loss(logits, targets) + dice_loss(logits, targets)  # N x M
+    mask_loss = focal_share * 20.0 * focal_loss(logits, targets) + dice_loss(logits, targets)  # N x M
+    if focal_share < 1.0:
+        bce = F.binary_cross_entropy_with_logits(logits, targets, reduction="none").flatten(-2).mean(-1)
+        mask_loss = mask_loss + (1.0 - focal_share) * bce
     best = mask_loss.min(dim=1).values
     with torch.no_grad():
         pred = logits > 0
@@ -166,31 +253,88 @@ def sam_loss(
     return (best + iou_loss).mean(), best_iou
 
 
+def encode_crops(encoder: ImageEncoderViT, images: torch.Tensor, origins: list[tuple[int, int]]) -> torch.Tensor:
+    """SAM's image encoder on window-aligned crops of its frame, as if it saw them in place.
+
+    Each crop gets its own slice of `pos_embed`; global blocks attend within the crop with their
+    relative-position tables sliced to the crop's offsets (SAM would otherwise stretch the table). On the
+    whole frame this is exactly `encoder(images)`; on a crop, windowed blocks see exactly their in-frame
+    windows, and only global attention and the neck's 3x3 border differ from the whole-frame pass.
+    """
+    x = encoder.patch_embed(images)
+    size = x.shape[1]
+    x = x + torch.stack([encoder.pos_embed[0, top : top + size, left : left + size] for top, left in origins])
+    for block in encoder.blocks:
+        if block.window_size == 0 and block.attn.use_rel_pos:
+            centre = block.attn.rel_pos_h.shape[0] // 2  # the table's offset 0
+            tables = {f"attn.{name}": getattr(block.attn, name)[centre - size + 1 : centre + size] for name in RELPOS}
+            x = functional_call(block, tables, (x,))
+        else:
+            x = block(x)
+    return encoder.neck(x.permute(0, 3, 1, 2))
+
+
+def instance_contrast_loss(embeddings: torch.Tensor, token_ids: torch.Tensor, temperature: float = 0.1) -> torch.Tensor:
+    """Each token's embedding is closest (cosine) to the mean embedding of its own instance.
+
+    SAM's encoder starts from MAE pre-training; ours starts from nothing, and the mask loss reaches it only
+    through the decoder, a few prompts per image. This dense pretext term supervises every token of every
+    crop directly, so the embedding separates objects early and the decoder's dot-product mask head has
+    something to select.
+    """
+    losses = []
+    for embedding, ids in zip(embeddings, token_ids.to(embeddings.device), strict=True):
+        keep = ids >= 0
+        labels, index = torch.unique(ids[keep], return_inverse=True)
+        if len(labels) < 2:
+            continue
+        features = F.normalize(embedding.flatten(1).T[keep.flatten()].float(), dim=1)
+        prototypes = torch.zeros(len(labels), features.shape[1], device=features.device)
+        prototypes = F.normalize(prototypes.index_add(0, index, features), dim=1)
+        losses.append(F.cross_entropy(features @ prototypes.T / temperature, index))
+    if not losses:
+        return embeddings.sum() * 0.0
+    return torch.stack(losses).mean()
+
+
 def forward_loss(
-    sam: Sam, batch: Batch, device: torch.device, focal_weight: float = 20.0
+    sam: Sam,
+    batch: Batch,
+    device: torch.device,
+    focal_share: float = 1.0,
+    instance_contrast_weight: float = 0.0,
 ) -> tuple[torch.Tensor, float]:
-    """Encode once, decode every prompt group against the shared embedding; mean loss over groups."""
-    embedding = sam.image_encoder(batch.image.to(device))
-    image_pe = sam.prompt_encoder.get_dense_pe()
+    """Encode every crop in one pass, decode its prompt groups against it; mean loss over prompts."""
+    origins = [(crop.top, crop.left) for crop in batch.crops]
+    embeddings = encode_crops(sam.image_encoder, batch.images.to(device), origins)
+    full_pe = sam.prompt_encoder.get_dense_pe()
+    size = batch.size
     losses, ious = [], []
-    for group in batch.groups:
-        points = group["points"]
-        if points is not None:
-            points = (points[0].to(device), points[1].to(device))
-        boxes = group["boxes"].to(device) if group["boxes"] is not None else None
-        sparse, dense = sam.prompt_encoder(points=points, boxes=boxes, masks=None)
-        logits, iou_pred = sam.mask_decoder(
-            image_embeddings=embedding,
-            image_pe=image_pe,
-            sparse_prompt_embeddings=sparse,
-            dense_prompt_embeddings=dense,
-            multimask_output=group["multimask"],
-        )
-        loss, best_iou = sam_loss(logits, iou_pred, group["targets"].to(device), focal_weight)
-        losses.append(loss * len(best_iou))
-        ious.append(best_iou)
+    for embedding, crop in zip(embeddings, batch.crops, strict=True):
+        window = (slice(None), slice(None), slice(crop.top, crop.top + size), slice(crop.left, crop.left + size))
+        for group in crop.groups:
+            points = group["points"]
+            if points is not None:
+                points = (points[0].to(device), points[1].to(device))
+            boxes = group["boxes"].to(device) if group["boxes"] is not None else None
+            sparse, dense = sam.prompt_encoder(points=points, boxes=boxes, masks=None)
+            logits, iou_pred = sam.mask_decoder(
+                image_embeddings=embedding[None],
+                image_pe=full_pe[window],
+                sparse_prompt_embeddings=sparse,
+                dense_prompt_embeddings=dense[window],
+                multimask_output=group["multimask"],
+            )
+            loss, best_iou = sam_loss(logits, iou_pred, group["targets"].to(device), focal_share)
+            losses.append(loss * len(best_iou))
+            ious.append(best_iou)
+    contrast = instance_contrast_weight * instance_contrast_loss(
+        embeddings, torch.stack([crop.token_ids for crop in batch.crops])
+    )
+    if not losses:  # no instance in any crop: only the pretext term has something to learn
+        return contrast, float("nan")
     n = sum(len(i) for i in ious)
-    return torch.stack(losses).sum() / n, float(torch.cat(ious).mean())
+    return torch.stack(losses).sum() / n + contrast, float(torch.cat(ious).mean())
 
 
 def init_for_training(sam: Sam) -> Sam:
@@ -210,11 +354,74 @@ def init_for_training(sam: Sam) -> Sam:
         frequencies.copy_(torch.randn(frequencies.shape) * scales)
         for module in sam.mask_decoder.transformer.modules():
             if hasattr(module, "q_proj") and hasattr(module, "k_proj"):
+                module.q_proj.weight.mul_(ATTENTION_GAIN)
                 module.k_proj.weight.copy_(module.q_proj.weight)
                 module.q_proj.bias.zero_()
                 module.k_proj.bias.zero_()
         sam.image_encoder.pos_embed.normal_(0.0, 0.02)
+        # Position first: image content and point labels start small next to the Fourier positional
+        # encodings, so decoder attention starts out matching positions rather than random content.
+        sam.image_encoder.neck[-1].weight.fill_(CONTENT_SCALE)
+        for embedding in sam.prompt_encoder.point_embeddings:
+            embedding.weight.mul_(CONTENT_SCALE)
+        # Half the patch-embedding channels start as the mean colour of each 4x4-pixel sub-block, the
+        # resolution of SAM's low-res masks, so colour layout inside a patch is readable from step 0.
+        proj = sam.image_encoder.patch_embed.proj
+        patch = proj.kernel_size[0]
+        sub = patch // 4
+        channel = 0
+        for colour in range(3):
+            for row in range(4):
+                for col in range(4):
+                    if channel >= proj.out_channels // 2:
+                        break
+                    proj.weight[channel].zero_()
+                    proj.weight[channel, colour, row * sub : (row + 1) * sub, col * sub : (col + 1) * sub] = 1 / sub**2
+                    proj.bias[channel] = 0.0
+                    channel += 1
     return sam
+
+
+def pretrain_prompt_path(sam: Sam, steps: int, seed: int, lr: float = 2e-3, batch: int = 8) -> float:
+    """Teach the prompt encoder and mask decoder to put a mask where the point is, before any scene.
+
+    SAM's decoder starts next to a pretrained encoder; from scratch, it learns to ignore its prompt and
+    predict whatever looks like an object (best-of-3 covers the few objects of a crop), and the prompt
+    path never forms. Here every output learns a disk of random radius around a random point on random
+    image features: geometry only, no scene. Returns the last batch's mean IoU (for the log).
+    """
+    generator = torch.Generator().manual_seed(seed)
+    encoder, decoder, prompts = sam.image_encoder, sam.mask_decoder, sam.prompt_encoder
+    grid = prompts.image_embedding_size[0]
+    size = grid // 4 if grid >= 32 else grid  # the training crops' extent
+    channels, pixels_per_token = decoder.transformer_dim, encoder.img_size // grid
+    optimizer = torch.optim.AdamW([*decoder.parameters(), *prompts.parameters()], lr=lr)
+    device = next(decoder.parameters()).device
+    low = (torch.arange(size * 4, device=device) + 0.5) * pixels_per_token / 4  # low-res mask pixel centres
+    iou = 0.0
+    for _ in range(steps):
+        top, left = (torch.randint(0, grid - size + 1, (2,), generator=generator)).tolist()
+        origin = torch.tensor([left, top], dtype=torch.float32) * pixels_per_token
+        points = (torch.rand(batch, 1, 2, generator=generator) * size * pixels_per_token + origin).to(device)
+        # Token 0 (the single output) learns one disk size; tokens 1-3 (best of three, as SAM trains
+        # them) learn disks of any size, so they can specialise by scale.
+        radius = torch.exp(torch.empty(batch).uniform_(2.5, 5.5, generator=generator)).to(device)  # 12-245 px
+        dy = low[None, :, None] + origin[1].item() - points[:, 0, 1, None, None]
+        dx = low[None, None, :] + origin[0].item() - points[:, 0, 0, None, None]
+        distance = (dx**2 + dy**2).sqrt()
+        targets = (distance < radius[:, None, None]).float()[:, None]
+        single = (distance < PRETEXT_RADIUS).float()[:, None]
+        features = torch.randn(1, channels, size, size, generator=generator).to(device)
+        window = (slice(None), slice(None), slice(top, top + size), slice(left, left + size))
+        sparse, dense = prompts(points=(points, torch.ones(batch, 1, device=device)), boxes=None, masks=None)
+        logits, iou_pred = decoder.predict_masks(features, prompts.get_dense_pe()[window], sparse, dense[window])
+        first, first_iou = sam_loss(logits[:, :1], iou_pred[:, :1], single, 0.0)
+        rest, _ = sam_loss(logits[:, 1:], iou_pred[:, 1:], targets, 0.0)
+        optimizer.zero_grad(set_to_none=True)
+        (first + rest).backward()
+        optimizer.step()
+        iou = float(first_iou.mean())
+    return iou
 
 
 def learning_rate(config: TrainConfig, step: int) -> float:
@@ -223,17 +430,6 @@ def learning_rate(config: TrainConfig, step: int) -> float:
         return config.lr * (step + 1) / config.warmup
     progress = (step - config.warmup) / max(1, config.steps - config.warmup)
     return config.lr * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
-
-
-def focal_weight(config: TrainConfig, step: int) -> float:
-    """SAM's focal weight (20), ramped up from 0 over `focal_warmup` steps.
-
-    From scratch, the pixel-averaged focal term first drives every logit negative; starting on dice alone
-    keeps the masks from collapsing to background while the prompt path forms.
-    """
-    if step >= config.focal_warmup:
-        return 20.0
-    return 20.0 * step / config.focal_warmup
 
 
 def plot_history(history: list[dict], path: Path) -> None:
@@ -248,7 +444,7 @@ def plot_history(history: list[dict], path: Path) -> None:
     ax.plot(steps, loss, alpha=0.3, label="loss")
     ax.plot(steps[window - 1 :], smooth, label=f"loss ({window}-step mean)")
     ax.set_xlabel("step")
-    ax.set_ylabel("20·focal + dice + IoU MSE")
+    ax.set_ylabel("loss: mask (cross-entropy|focal, dice) + IoU MSE + contrast")
     evals = [(h["step"], h["heldout_miou"]) for h in history if "heldout_miou" in h]
     if evals:
         twin = ax.twinx()
@@ -309,6 +505,10 @@ def train_reference(
     sam_config = SamConfig.from_dict(config.sam)
     torch.manual_seed(config.seed)
     sam = init_for_training(build_sam(sam_config)).to(dev).train()
+    if not start and config.prompt_pretext:
+        iou = pretrain_prompt_path(sam, config.prompt_pretext, config.seed)
+        if progress:
+            tqdm.write(f"prompt-path pretext: {config.prompt_pretext} steps, disk IoU {iou:.2f}")
     optimizer = torch.optim.AdamW(sam.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     if start:
         sam.load_state_dict(state["model"])
@@ -322,7 +522,7 @@ def train_reference(
             group["lr"] = learning_rate(config, step)
         batch = make_batch(sam, config, step)
         with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=use_amp):
-            loss, best_iou = forward_loss(sam, batch, dev, focal_weight(config, step))
+            loss, best_iou = forward_loss(sam, batch, dev, config.focal, config.instance_contrast)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(sam.parameters(), 1.0)
