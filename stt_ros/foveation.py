@@ -17,6 +17,9 @@ import torch
 import torch.nn.functional as F
 
 TOKEN_MODES = ("pixel", "pooled")
+# The zero-shot winner of `stt variants` on the reference model (README, "Reference model"): pooled coarse
+# tokens agree with stock SAM better than box-averaged pixels (0.44 vs 0.36 IoU).
+DEFAULT_TOKENS = "pooled"
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from segment_anything.modeling import Sam
 
-from stt_ros.foveation import FoveationPattern
+from stt_ros.foveation import DEFAULT_TOKENS, FoveationPattern
 from stt_ros.frame import FramedImage, FramedPrompts, SamFrame
 from stt_ros.model.checkpoints import load_sam
 from stt_ros.model.foveated_sam import SAM_TO_STT_ORDER, FoveatedSam, model_options, read_adapter_file
@@ -181,7 +181,7 @@ class FoveatedPredictor(_Predictor):
         sam: Sam,
         pattern: FoveationPattern | str | None = None,
         attention: str = "window",
-        tokens: str = "pixel",
+        tokens: str = DEFAULT_TOKENS,
         proportional: bool = False,
         emulate_window_padding: bool = True,
         dtype: str | torch.dtype | None = None,

@@ -17,6 +17,7 @@ from segment_anything.modeling import Sam
 from tqdm import tqdm
 
 from stt_ros.evaluation import Segmenter, predictor_segmenter
+from stt_ros.foveation import DEFAULT_TOKENS
 from stt_ros.masks import interior_point, mask_iou
 from stt_ros.predictor import FoveatedPredictor, ReferencePredictor
 from stt_ros.scenes import Scene
@@ -25,7 +26,7 @@ from stt_ros.scenes import Scene
 @dataclass(frozen=True)
 class Variant:
     attention: str = "window"
-    tokens: str = "pixel"
+    tokens: str = DEFAULT_TOKENS
     proportional: bool = False
 
     @property

@@ -22,7 +22,7 @@ def test_round_trip_restores_the_adapters(tiny, tmp_path):
 @pytest.mark.parametrize(
     ("options", "field"),
     [
-        ({"tokens": "pooled"}, "tokens"),
+        ({"tokens": "pixel"}, "tokens"),  # not the default (pooled)
         ({"attention": "global"}, "attention"),
         ({"proportional": True}, "proportional"),
         ({"pattern": "uniform:8"}, "pattern"),
@@ -55,7 +55,7 @@ def test_build_takes_the_adapter_files_settings(tmp_path):
     """`build(..., adapter=PATH)` rebuilds the configuration the adapter was trained with."""
     with pytest.warns(UserWarning, match="RANDOM"):
         trained = FoveatedPredictor.build(
-            "reference", checkpoint="random", device="cpu", tokens="pooled", proportional=True, patch_rank=4
+            "reference", checkpoint="random", device="cpu", tokens="pixel", proportional=True, patch_rank=4
         )
     with torch.no_grad():
         trained.model.encoder.patch_adapter.up.normal_()
@@ -65,5 +65,5 @@ def test_build_takes_the_adapter_files_settings(tmp_path):
         loaded = FoveatedPredictor.build("reference", checkpoint="random", device="cpu", adapter=path)
     assert loaded.model.config() == trained.model.config()
     assert torch.equal(loaded.model.encoder.patch_adapter.up, trained.model.encoder.patch_adapter.up)
-    with pytest.warns(UserWarning, match="RANDOM"), pytest.raises(ValueError, match="tokens: model 'pixel'"):
-        FoveatedPredictor.build("reference", checkpoint="random", device="cpu", adapter=path, tokens="pixel")
+    with pytest.warns(UserWarning, match="RANDOM"), pytest.raises(ValueError, match="tokens: model 'pooled'"):
+        FoveatedPredictor.build("reference", checkpoint="random", device="cpu", adapter=path, tokens="pooled")

@@ -145,7 +145,7 @@ def trained_file(tiny, tmp_path_factory):
     ("options", "field"),
     [
         ({"pattern": "stt"}, "pattern"),
-        ({"tokens": "pooled"}, "tokens"),
+        ({"tokens": "pixel"}, "tokens"),  # not the default (pooled)
         ({"attention": "global"}, "attention"),
         ({"decoder": "frozen"}, "decoder"),
     ],
@@ -191,6 +191,11 @@ def test_ddp_on_cpu_with_gloo(tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.skipif(not REFERENCE_WEIGHTS.is_file(), reason="reference SAM weights are not present")
+@pytest.mark.xfail(
+    strict=True,
+    reason="issue 5: distillation lowers agreement with the trained reference teacher (0.471 -> 0.330 in "
+    "300 steps, docs/TRAINING.md); remove this marker when it raises it",
+)
 def test_distillation_raises_agreement_with_the_reference_teacher(tmp_path):
     from stt_ros.model.reference import load_reference_sam
     from stt_ros.train.data import SyntheticSource

@@ -6,7 +6,7 @@ import argparse
 import os
 import time
 
-from stt_ros.foveation import TOKEN_MODES
+from stt_ros.foveation import DEFAULT_TOKENS, TOKEN_MODES
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -49,7 +49,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--checkpoint-every", type=int, default=100, help="steps between checkpoints")
     parser.add_argument("--pattern", default="stt", help="foveation pattern: stt, uniform:G or STRIDES/GRIDS")
     parser.add_argument("--attention", choices=("window", "global"), default="window")
-    parser.add_argument("--tokens", choices=TOKEN_MODES, default="pixel")
+    parser.add_argument("--tokens", choices=TOKEN_MODES, default=DEFAULT_TOKENS)
     parser.add_argument("--proportional", action="store_true", help="proportional attention for coarse tokens")
     parser.add_argument("--patch-rank", type=int, default=8, help="rank of the patch projection adapter")
     parser.add_argument("--geometry-hidden", type=int, default=64, help="width of the geometric encoding MLP")

@@ -10,7 +10,7 @@ import torch
 from segment_anything.modeling import Sam
 from torch import nn
 
-from stt_ros.foveation import TOKEN_MODES, FoveatedTokens, FoveationPattern
+from stt_ros.foveation import DEFAULT_TOKENS, TOKEN_MODES, FoveatedTokens, FoveationPattern
 from stt_ros.frame import FramedPrompts
 from stt_ros.model.decoder import FoveatedMaskDecoder
 from stt_ros.model.encoder import FoveatedImageEncoder
@@ -69,7 +69,7 @@ class FoveatedSam(nn.Module):
         sam: Sam,
         pattern: FoveationPattern | None = None,
         attention: str = "window",
-        tokens: str = "pixel",
+        tokens: str = DEFAULT_TOKENS,
         proportional: bool = False,
         emulate_window_padding: bool = True,
         patch_rank: int = 8,

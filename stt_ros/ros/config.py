@@ -13,6 +13,7 @@ from typing import Any
 
 from stt_ros.camera import CAMERA_MODELS
 from stt_ros.detections import DETECTION_MODES
+from stt_ros.foveation import DEFAULT_TOKENS
 
 IMAGE_TRANSPORTS = ("raw", "compressed")
 IMAGE_QOS = ("sensor_data", "reliable")
@@ -34,7 +35,7 @@ PARAMETERS = (
     Parameter("dtype", "fp32", "fp32, fp16 or bf16 (autocast on GPU)"),
     Parameter("pattern", "stt", "foveation pattern: stt, uniform:G, or strides/grids (1,2,4,6,8/4,4,6,8,10)"),
     Parameter("attention", "window", "encoder attention over foveated tokens: window or global"),
-    Parameter("tokens", "pixel", "coarse tokens: pixel (box-averaged, as STT) or pooled (mean of patch embeddings)"),
+    Parameter("tokens", DEFAULT_TOKENS, "coarse tokens: pooled (mean of patch embeddings) or pixel (box means)"),
     Parameter("proportional", False, "proportional attention: a stride-s token weighs like the s² patches it replaces"),
     Parameter("multimask", "auto", "output choice: auto, best, largest, single, 0, 1 or 2"),
     Parameter("mask_threshold", 0.0, "logit threshold for mask pixels (SAM's default 0.0)"),

@@ -31,6 +31,7 @@ from tqdm import tqdm
 
 from stt_ros.cli import UserError
 from stt_ros.evaluation import evaluate, predictor_segmenter
+from stt_ros.foveation import DEFAULT_TOKENS
 from stt_ros.frame import FramedImage
 from stt_ros.model.foveated_sam import OUTSIDE_LOGIT
 from stt_ros.plotting import pyplot
@@ -49,7 +50,7 @@ def default_model_options() -> dict:
     return {
         "pattern": "stt",
         "attention": "window",
-        "tokens": "pixel",
+        "tokens": DEFAULT_TOKENS,
         "proportional": False,
         "emulate_window_padding": True,
         "patch_rank": 8,
