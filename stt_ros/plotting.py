@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from types import ModuleType
+
+import numpy as np
 
 
 def pyplot() -> ModuleType:
@@ -13,3 +16,14 @@ def pyplot() -> ModuleType:
     import matplotlib.pyplot as plt
 
     return plt
+
+
+def plot_loss(axis, steps: Sequence[int], loss: Sequence[float], window: int = 25) -> None:
+    """A noisy per-step loss, faint, under its running mean, which is what a run is judged by."""
+    window = min(window, len(loss))
+    axis.plot(steps, loss, alpha=0.3, label="loss")
+    axis.plot(
+        steps[window - 1 :],
+        np.convolve(loss, np.ones(window) / window, mode="valid"),
+        label=f"loss ({window}-step mean)",
+    )

@@ -34,11 +34,11 @@ from stt_ros.evaluation import evaluate, predictor_segmenter
 from stt_ros.foveation import DEFAULT_TOKENS
 from stt_ros.frame import FramedImage
 from stt_ros.model.foveated_sam import OUTSIDE_LOGIT
-from stt_ros.plotting import pyplot
+from stt_ros.plotting import plot_loss, pyplot
 from stt_ros.predictor import FoveatedPredictor, ReferencePredictor
 from stt_ros.prompts import Prompt
 from stt_ros.train.data import Sample, Source
-from stt_ros.train.reference import dice_loss, focal_loss, learning_rate, sam_loss
+from stt_ros.train.reference import dice_loss, focal_loss, learning_rate, mask_ious, sam_loss, save_atomic
 
 TARGETS = ("teacher", "labels")
 TRAIN_STREAM, VAL_STREAM, SHUFFLE_STREAM, SPLIT_STREAM = 1, 2, 3, 4  # independent random streams per purpose
@@ -322,9 +322,7 @@ def validate(
         picks = torch.arange(len(prompts))
         ours = predictor.upscale(student_logits[picks, student_iou[:, :3].argmax(1)][:, None], size)[:, 0] > 0
         theirs = predictor.upscale(teacher_logits[picks, teacher_iou[:, :3].argmax(1)][:, None], size)[:, 0] > 0
-        union = (ours | theirs).flatten(1).sum(1)
-        inter = (ours & theirs).flatten(1).sum(1)
-        agreement += torch.where(union > 0, inter / union.clamp(min=1), 1.0).tolist()
+        agreement += mask_ious(ours, theirs).tolist()
         if sample.gt:
             gt_student += evaluate(predictor_segmenter(predictor), [sample]).chosen_ious
             gt_teacher += evaluate(predictor_segmenter(teacher.predictor), [sample]).chosen_ious
@@ -356,12 +354,6 @@ def _average_gradients(parameters: list[torch.nn.Parameter], loss: float, shard:
     return float(flat[-1])
 
 
-def _save_checkpoint(path: Path, state: dict) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    torch.save(state, tmp)
-    tmp.replace(path)  # atomic: an interrupted save never corrupts the last good checkpoint
-
-
 def plot_curves(history: list[dict], path: Path) -> None:
     """Training loss and validation agreement / mIoU against step, as a PNG."""
     plt = pyplot()
@@ -369,10 +361,7 @@ def plot_curves(history: list[dict], path: Path) -> None:
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
     trained = [h for h in history if "loss" in h]
     if trained:
-        steps, loss = [h["step"] for h in trained], np.array([h["loss"] for h in trained])
-        window = min(25, len(loss))
-        left.plot(steps, loss, alpha=0.3, label="loss")
-        left.plot(steps[window - 1 :], np.convolve(loss, np.ones(window) / window, mode="valid"), label="mean")
+        plot_loss(left, [h["step"] for h in trained], [h["loss"] for h in trained])
         left.legend()
     left.set(xlabel="step", ylabel="loss", title="training loss")
     for key, label in (("agreement", "agreement IoU with teacher"), ("miou", "mIoU vs ground truth")):
@@ -464,8 +453,7 @@ def train_adapters(
         bar.set_postfix(loss=f"{record['loss']:.3f}", s=f"{time.monotonic() - began:.0f}")
         if shard.main and (done % config.checkpoint_every == 0 or done == end):
             out.parent.mkdir(parents=True, exist_ok=True)
-            _save_checkpoint(
-                checkpoint,
+            save_atomic(
                 {
                     "step": done,
                     "config": asdict(config),
@@ -475,6 +463,7 @@ def train_adapters(
                     "rng": torch.get_rng_state(),
                     "history": history,
                 },
+                checkpoint,
             )
             measured = [h for h in history if "agreement" in h]
             extra = {"steps": done, "data": config.data, "target": config.target, "validation": measured[-1]}

@@ -24,11 +24,11 @@ from tqdm import tqdm
 
 from stt_ros.model.reference import REFERENCE_CONFIG, save_reference_weights
 from stt_ros.model.sam_config import SamConfig, build_sam
-from stt_ros.plotting import pyplot
+from stt_ros.plotting import plot_loss, pyplot
 from stt_ros.scenes import generate_scene
 
 TRAIN_SIZES = ((640, 480), (1280, 720), (800, 600), (960, 540), (1024, 768), (480, 640))
-MAX_SEED = 100_000  # training scene seeds are seed * 10**7 + step, below evaluation.HELDOUT_SEED_BASE
+MAX_SEED = 100_000  # training scene seeds are seed * 10**7 + scene index, below evaluation.HELDOUT_SEED_BASE
 STEPS_PER_SEED = 10**7
 RELPOS = ("rel_pos_h", "rel_pos_w")
 CONTENT_SCALE = 0.3  # image embedding and point labels start this much smaller (see init_for_training)
@@ -82,7 +82,7 @@ class Crop:
 
 @dataclass
 class Batch:
-    """`len(crops)` views of `size` x `size` tokens, each from its own scene, encoded as one batch."""
+    """`len(crops)` views of `size` x `size` tokens (`crops_per_scene` from each scene), encoded as one batch."""
 
     images: torch.Tensor  # Bx3xPxP normalised pixels, P = size * patch
     size: int  # tokens per side
@@ -225,6 +225,13 @@ def dice_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     return 1 - (2 * (prob * targets).sum(-1) + 1) / (prob.sum(-1) + targets.sum(-1) + 1)
 
 
+def mask_ious(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """IoU of boolean masks over their last two dims (leading dims kept); two empty masks agree (1.0)."""
+    inter = (a & b).flatten(-2).sum(-1).float()
+    union = (a | b).flatten(-2).sum(-1).float()
+    return torch.where(union > 0, inter / union.clamp(min=1), torch.ones_like(union))
+
+
 def sam_loss(
     logits: torch.Tensor, iou_pred: torch.Tensor, targets: torch.Tensor, focal_share: float = 1.0
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -237,20 +244,23 @@ def sam_loss(
     """
     logits = logits.float()
     targets = targets.expand_as(logits)
-    mask_loss = focal_share * 20.0 * focal_loss(logits, targets) + dice_loss(logits, targets)  # N x M
+    mask_loss = dice_loss(logits, targets)  # N x M
+    if focal_share > 0.0:
+        mask_loss = mask_loss + focal_share * 20.0 * focal_loss(logits, targets)
     if focal_share < 1.0:
         bce = F.binary_cross_entropy_with_logits(logits, targets, reduction="none").flatten(-2).mean(-1)
         mask_loss = mask_loss + (1.0 - focal_share) * bce
     best = mask_loss.min(dim=1).values
     with torch.no_grad():
-        pred = logits > 0
-        gt = targets > 0.5
-        inter = (pred & gt).flatten(-2).sum(-1).float()
-        union = (pred | gt).flatten(-2).sum(-1).float()
-        actual_iou = torch.where(union > 0, inter / union.clamp(min=1), torch.ones_like(union))
+        actual_iou = mask_ious(logits > 0, targets > 0.5)
         best_iou = actual_iou.gather(1, mask_loss.argmin(dim=1, keepdim=True))[:, 0]
     iou_loss = F.mse_loss(iou_pred.float(), actual_iou, reduction="none").mean(dim=1)
     return (best + iou_loss).mean(), best_iou
+
+
+def grid_window(top: int, left: int, size: int) -> tuple[slice, ...]:
+    """Index of a `size` x `size` token window in a (B, C, grid, grid) map such as SAM's dense PE."""
+    return (slice(None), slice(None), slice(top, top + size), slice(left, left + size))
 
 
 def encode_crops(encoder: ImageEncoderViT, images: torch.Tensor, origins: list[tuple[int, int]]) -> torch.Tensor:
@@ -311,7 +321,7 @@ def forward_loss(
     size = batch.size
     losses, ious = [], []
     for embedding, crop in zip(embeddings, batch.crops, strict=True):
-        window = (slice(None), slice(None), slice(crop.top, crop.top + size), slice(crop.left, crop.left + size))
+        window = grid_window(crop.top, crop.left, size)
         for group in crop.groups:
             points = group["points"]
             if points is not None:
@@ -340,13 +350,13 @@ def forward_loss(
 def init_for_training(sam: Sam) -> Sam:
     """Starting weights meant to help a from-scratch SAM find its prompt sooner.
 
-    SAM's decoder is normally trained on a pretrained encoder; from scratch, the model predicts
-    background everywhere and ignores its prompt for hundreds of steps. These initial values aim at the
-    prompt path: each decoder attention's key projection tied to its query projection (a point token
-    first attends to pixels with a similar positional encoding), random Fourier frequencies up to 16x
-    SAM's scale (a sharper similarity), and a small random `pos_embed` (zero in SAM). Only initial values
-    and the stored PE buffer change, not the architecture. On a one-image overfit they shorten the
-    plateau slightly; see the model card for what they did in a full run.
+    SAM's decoder is normally trained on a pretrained encoder; from scratch, the model learns to ignore its
+    prompt. These initial values aim at the prompt path: each decoder attention's key projection tied to
+    its (3x larger) query projection, so a point token first attends to pixels with a similar positional
+    encoding; random Fourier frequencies up to 16x SAM's scale (a sharper similarity); image content and
+    point labels scaled down next to those encodings; a small random `pos_embed` (zero in SAM); and
+    colour-layout patch-embedding channels. Only initial values and the stored PE buffer change, not the
+    architecture. The model card says what each part measurably did.
     """
     with torch.no_grad():
         frequencies = sam.prompt_encoder.pe_layer.positional_encoding_gaussian_matrix
@@ -398,6 +408,7 @@ def pretrain_prompt_path(sam: Sam, steps: int, seed: int, lr: float = 2e-3, batc
     optimizer = torch.optim.AdamW([*decoder.parameters(), *prompts.parameters()], lr=lr)
     device = next(decoder.parameters()).device
     low = (torch.arange(size * 4, device=device) + 0.5) * pixels_per_token / 4  # low-res mask pixel centres
+    dense_pe = prompts.get_dense_pe()  # a fixed function of the (untrained) Fourier frequencies
     iou = 0.0
     for _ in range(steps):
         top, left = (torch.randint(0, grid - size + 1, (2,), generator=generator)).tolist()
@@ -412,9 +423,9 @@ def pretrain_prompt_path(sam: Sam, steps: int, seed: int, lr: float = 2e-3, batc
         targets = (distance < radius[:, None, None]).float()[:, None]
         single = (distance < PRETEXT_RADIUS).float()[:, None]
         features = torch.randn(1, channels, size, size, generator=generator).to(device)
-        window = (slice(None), slice(None), slice(top, top + size), slice(left, left + size))
+        window = grid_window(top, left, size)
         sparse, dense = prompts(points=(points, torch.ones(batch, 1, device=device)), boxes=None, masks=None)
-        logits, iou_pred = decoder.predict_masks(features, prompts.get_dense_pe()[window], sparse, dense[window])
+        logits, iou_pred = decoder.predict_masks(features, dense_pe[window], sparse, dense[window])
         first, first_iou = sam_loss(logits[:, :1], iou_pred[:, :1], single, 0.0)
         rest, _ = sam_loss(logits[:, 1:], iou_pred[:, 1:], targets, 0.0)
         optimizer.zero_grad(set_to_none=True)
@@ -436,13 +447,8 @@ def plot_history(history: list[dict], path: Path) -> None:
     """Loss (and held-out mIoU when measured) against step, so a run can be judged at a glance."""
     plt = pyplot()
 
-    steps = [h["step"] for h in history]
-    loss = np.array([h["loss"] for h in history])
-    window = min(25, len(loss))
-    smooth = np.convolve(loss, np.ones(window) / window, mode="valid")
     fig, ax = plt.subplots(figsize=(7, 4))
-    ax.plot(steps, loss, alpha=0.3, label="loss")
-    ax.plot(steps[window - 1 :], smooth, label=f"loss ({window}-step mean)")
+    plot_loss(ax, [h["step"] for h in history], [h["loss"] for h in history])
     ax.set_xlabel("step")
     ax.set_ylabel("loss: mask (cross-entropy|focal, dice) + IoU MSE + contrast")
     evals = [(h["step"], h["heldout_miou"]) for h in history if "heldout_miou" in h]
@@ -458,21 +464,11 @@ def plot_history(history: list[dict], path: Path) -> None:
     plt.close(fig)
 
 
-def _save_checkpoint(
-    path: Path, sam: Sam, optimizer: torch.optim.Optimizer, config: TrainConfig, step: int, history: list
-) -> None:
+def save_atomic(state: dict, path: Path) -> None:
+    """`torch.save` through a temporary file, so an interrupted save never corrupts the last good one."""
     tmp = path.with_suffix(path.suffix + ".tmp")
-    torch.save(
-        {
-            "step": step,
-            "config": asdict(config),
-            "model": sam.state_dict(),
-            "optimizer": optimizer.state_dict(),
-            "history": history,
-        },
-        tmp,
-    )
-    tmp.replace(path)  # atomic: an interrupted save never corrupts the last good checkpoint
+    torch.save(state, tmp)
+    tmp.replace(path)
 
 
 def train_reference(
@@ -545,7 +541,16 @@ def train_reference(
         if "heldout_miou" in record:
             tqdm.write(f"step {done}: held-out single-point mIoU {record['heldout_miou']:.3f}")
         if done % config.checkpoint_every == 0 or done == end:
-            _save_checkpoint(checkpoint, sam, optimizer, config, done, history)
+            save_atomic(
+                {
+                    "step": done,
+                    "config": asdict(config),
+                    "model": sam.state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "history": history,
+                },
+                checkpoint,
+            )
             meta = {"steps": done, "seed": config.seed, "train_config": asdict(config)}
             save_reference_weights(sam, sam_config, out, meta)
             plot_history(history, out.with_name(out.stem + "_loss.png"))
