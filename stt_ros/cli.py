@@ -6,6 +6,8 @@ import argparse
 import importlib
 import sys
 
+from stt_ros.errors import UserError
+
 # Each module defines `register(subparsers)`, adding one subcommand whose handler is set with
 # `parser.set_defaults(handler=...)`; the handler takes the parsed args and returns an exit code.
 COMMAND_MODULES = (
@@ -17,10 +19,6 @@ COMMAND_MODULES = (
     "stt_ros.commands.variants",
     "stt_ros.commands.train",
 )
-
-
-class UserError(Exception):
-    """A problem the user can fix; printed as one line, without a traceback."""
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -17,15 +17,16 @@ from segment_anything.modeling import Sam
 from tqdm import tqdm
 
 from stt_ros.evaluation import Segmenter, predictor_segmenter
-from stt_ros.foveation import DEFAULT_TOKENS
+from stt_ros.foveation import DEFAULT_TOKENS, TOKEN_MODES
 from stt_ros.masks import interior_point, mask_iou
+from stt_ros.model.encoder import ATTENTION_MODES, DEFAULT_ATTENTION
 from stt_ros.predictor import FoveatedPredictor, ReferencePredictor
 from stt_ros.scenes import Scene
 
 
 @dataclass(frozen=True)
 class Variant:
-    attention: str = "window"
+    attention: str = DEFAULT_ATTENTION
     tokens: str = DEFAULT_TOKENS
     proportional: bool = False
 
@@ -44,7 +45,7 @@ class Variant:
 
 ALL_VARIANTS = tuple(
     Variant(attention, tokens, proportional)
-    for attention, tokens, proportional in itertools.product(("window", "global"), ("pixel", "pooled"), (False, True))
+    for attention, tokens, proportional in itertools.product(ATTENTION_MODES, TOKEN_MODES, (False, True))
 )
 
 

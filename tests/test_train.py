@@ -14,7 +14,8 @@ import torch.multiprocessing as mp
 
 from stt_ros import FoveatedPredictor
 from stt_ros.bag.sample import IMAGE_TOPICS, write_sample_bag
-from stt_ros.cli import UserError, main
+from stt_ros.cli import main
+from stt_ros.errors import UserError
 from stt_ros.model.reference import REFERENCE_WEIGHTS
 from stt_ros.scenes import generate_scene
 from stt_ros.train.data import BagSource, CocoSource, FolderSource, Sample, Source, decode_rle, open_source

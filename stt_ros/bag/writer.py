@@ -8,7 +8,7 @@ from typing import Any
 from rosbags.interfaces import Connection
 from rosbags.rosbag2 import StoragePlugin, Writer
 
-from stt_ros.cli import UserError
+from stt_ros.errors import UserError
 from stt_ros.messages import typestore
 
 STORAGES = {"mcap": StoragePlugin.MCAP, "sqlite3": StoragePlugin.SQLITE3}

@@ -10,8 +10,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from stt_ros.cli import UserError
 from stt_ros.conversions import overlay_image
+from stt_ros.errors import UserError
 from stt_ros.masks import interior_point, mask_iou
 from stt_ros.model.checkpoints import VARIANTS
 from stt_ros.model.reference import REFERENCE_STATUS

@@ -6,7 +6,10 @@ import argparse
 import os
 import time
 
-from stt_ros.foveation import DEFAULT_TOKENS, TOKEN_MODES
+from stt_ros.foveation import TOKEN_MODES
+from stt_ros.model.encoder import ATTENTION_MODES
+from stt_ros.model.foveated_sam import DECODER_MODES
+from stt_ros.train.distill import DistillConfig, default_model_options
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -21,6 +24,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "OUT_curves.png. Multi-GPU: torchrun --nproc_per_node N -m stt_ros.cli train ..."
         ),
     )
+    run_defaults, model = DistillConfig(), default_model_options()
     parser.add_argument("--variant", default="reference", help="vit_b, vit_l, vit_h or reference")
     parser.add_argument("--checkpoint", help="official SAM .pth for vit_b/l/h ('random' only for smoke tests)")
     parser.add_argument("--data", required=True, help="image folder, COCO .json, ROS 2 bag, or 'synthetic'")
@@ -36,30 +40,57 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default="auto",
         help="teacher: distil; labels: supervised (auto: labels for COCO, teacher otherwise)",
     )
-    parser.add_argument("--steps", type=int, default=1000, help="optimizer steps")
-    parser.add_argument("--seed", type=int, default=0, help="run seed: split, shuffling, prompts, initialisation")
-    parser.add_argument("--lr", type=float, default=1e-3, help="peak AdamW learning rate")
-    parser.add_argument("--warmup", type=int, default=50, help="linear warmup steps (then cosine decay)")
-    parser.add_argument("--accumulate", type=int, default=1, help="images per optimizer step and process")
-    parser.add_argument("--prompts", type=int, default=8, help="prompts per image (one teacher encode each)")
-    parser.add_argument("--uniform-fraction", type=float, default=0.5, help="share of uniform (vs in-mask) points")
-    parser.add_argument("--val-images", type=int, default=4, help="images held out for validation")
-    parser.add_argument("--val-prompts", type=int, default=8, help="prompts per validation image")
-    parser.add_argument("--eval-every", type=int, default=100, help="steps between validations (0: only at end)")
-    parser.add_argument("--checkpoint-every", type=int, default=100, help="steps between checkpoints")
-    parser.add_argument("--pattern", default="stt", help="foveation pattern: stt, uniform:G or STRIDES/GRIDS")
-    parser.add_argument("--attention", choices=("window", "global"), default="window")
-    parser.add_argument("--tokens", choices=TOKEN_MODES, default=DEFAULT_TOKENS)
+    parser.add_argument("--steps", type=int, default=run_defaults.steps, help="optimizer steps")
+    parser.add_argument(
+        "--seed", type=int, default=run_defaults.seed, help="run seed: split, shuffling, prompts, initialisation"
+    )
+    parser.add_argument("--lr", type=float, default=run_defaults.lr, help="peak AdamW learning rate")
+    parser.add_argument(
+        "--warmup", type=int, default=run_defaults.warmup, help="linear warmup steps (then cosine decay)"
+    )
+    parser.add_argument(
+        "--accumulate", type=int, default=run_defaults.accumulate, help="images per optimizer step and process"
+    )
+    parser.add_argument(
+        "--prompts", type=int, default=run_defaults.prompts, help="prompts per image (one teacher encode each)"
+    )
+    parser.add_argument(
+        "--uniform-fraction",
+        type=float,
+        default=run_defaults.uniform_fraction,
+        help="share of uniform (vs in-mask) points",
+    )
+    parser.add_argument(
+        "--val-images", type=int, default=run_defaults.val_images, help="images held out for validation"
+    )
+    parser.add_argument(
+        "--val-prompts", type=int, default=run_defaults.val_prompts, help="prompts per validation image"
+    )
+    parser.add_argument(
+        "--eval-every", type=int, default=run_defaults.eval_every, help="steps between validations (0: only at end)"
+    )
+    parser.add_argument(
+        "--checkpoint-every", type=int, default=run_defaults.checkpoint_every, help="steps between checkpoints"
+    )
+    parser.add_argument(
+        "--pattern", default=model["pattern"], help="foveation pattern: stt, uniform:G or STRIDES/GRIDS"
+    )
+    parser.add_argument("--attention", choices=ATTENTION_MODES, default=model["attention"])
+    parser.add_argument("--tokens", choices=TOKEN_MODES, default=model["tokens"])
     parser.add_argument("--proportional", action="store_true", help="proportional attention for coarse tokens")
-    parser.add_argument("--patch-rank", type=int, default=8, help="rank of the patch projection adapter")
-    parser.add_argument("--geometry-hidden", type=int, default=64, help="width of the geometric encoding MLP")
+    parser.add_argument(
+        "--patch-rank", type=int, default=model["patch_rank"], help="rank of the patch projection adapter"
+    )
+    parser.add_argument(
+        "--geometry-hidden", type=int, default=model["geometry_hidden"], help="width of the geometric encoding MLP"
+    )
     parser.add_argument(
         "--decoder",
-        choices=("frozen", "full", "lowrank"),
-        default="frozen",
+        choices=DECODER_MODES,
+        default=model["decoder"],
         help="mask decoder: frozen, fully trained, or a low-rank update of its linear layers",
     )
-    parser.add_argument("--decoder-rank", type=int, default=8, help="rank with --decoder lowrank")
+    parser.add_argument("--decoder-rank", type=int, default=model["decoder_rank"], help="rank with --decoder lowrank")
     parser.add_argument("--device", help="torch device (default: cuda if available, else cpu)")
     parser.add_argument("--threads", type=int, default=1, help="CPU threads for torch (default 1: shared cores)")
     parser.set_defaults(handler=run)
@@ -70,7 +101,7 @@ def run(args: argparse.Namespace) -> int:
 
     from stt_ros.model.checkpoints import load_sam
     from stt_ros.train.data import CocoSource, open_source
-    from stt_ros.train.distill import DistillConfig, default_model_options, distributed, train_adapters
+    from stt_ros.train.distill import distributed, train_adapters
 
     torch.set_num_threads(args.threads)
     source = open_source(

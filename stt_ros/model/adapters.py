@@ -7,6 +7,9 @@ import math
 import torch
 from torch import nn
 
+PATCH_RANK = 8  # default rank of the patch projection adapter
+GEOMETRY_HIDDEN = 64  # default width of the geometric encoding MLP
+
 
 class PatchProjectionAdapter(nn.Module):
     """A per-level low-rank residual on SAM's patch embedding of a flattened token patch.
@@ -15,7 +18,7 @@ class PatchProjectionAdapter(nn.Module):
     lets training map them back towards what the frozen blocks expect.
     """
 
-    def __init__(self, in_features: int, embed_dim: int, num_levels: int, rank: int = 8) -> None:
+    def __init__(self, in_features: int, embed_dim: int, num_levels: int, rank: int = PATCH_RANK) -> None:
         super().__init__()
         self.rank = rank
         self.down = nn.Parameter(torch.randn(num_levels, in_features, rank) / math.sqrt(in_features))
@@ -36,7 +39,7 @@ class GeometricEncodingAdapter(nn.Module):
     SAM's `pos_embed` knows where a token is but not how large it is; this learns the rest.
     """
 
-    def __init__(self, embed_dim: int, hidden: int = 64) -> None:
+    def __init__(self, embed_dim: int, hidden: int = GEOMETRY_HIDDEN) -> None:
         super().__init__()
         self.hidden = hidden
         self.net = nn.Sequential(nn.Linear(3, hidden), nn.GELU(), nn.Linear(hidden, embed_dim))

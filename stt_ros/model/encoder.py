@@ -11,9 +11,10 @@ from segment_anything.modeling import ImageEncoderViT
 from torch import nn
 
 from stt_ros.foveation import FoveatedTokens, FoveationPattern, integral_image
-from stt_ros.model.adapters import GeometricEncodingAdapter, PatchProjectionAdapter
+from stt_ros.model.adapters import GEOMETRY_HIDDEN, PATCH_RANK, GeometricEncodingAdapter, PatchProjectionAdapter
 
 ATTENTION_MODES = ("window", "global")
+DEFAULT_ATTENTION = "window"  # SAM's own: windowed blocks stay windowed over the tokens
 
 
 @dataclass
@@ -95,11 +96,11 @@ class FoveatedImageEncoder(nn.Module):
         self,
         encoder: ImageEncoderViT,
         pattern: FoveationPattern,
-        attention: str = "window",
+        attention: str = DEFAULT_ATTENTION,
         proportional: bool = False,
         emulate_window_padding: bool = True,
-        patch_rank: int = 8,
-        geometry_hidden: int = 64,
+        patch_rank: int = PATCH_RANK,
+        geometry_hidden: int = GEOMETRY_HIDDEN,
     ) -> None:
         super().__init__()
         if attention not in ATTENTION_MODES:

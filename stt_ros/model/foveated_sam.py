@@ -12,13 +12,16 @@ from torch import nn
 
 from stt_ros.foveation import DEFAULT_TOKENS, TOKEN_MODES, FoveatedTokens, FoveationPattern
 from stt_ros.frame import FramedPrompts
+from stt_ros.model.adapters import GEOMETRY_HIDDEN, PATCH_RANK
 from stt_ros.model.decoder import FoveatedMaskDecoder
-from stt_ros.model.encoder import FoveatedImageEncoder
+from stt_ros.model.encoder import DEFAULT_ATTENTION, FoveatedImageEncoder
 
 ADAPTER_FORMAT_VERSION = 1
 OUTSIDE_LOGIT = -20.0  # finite on purpose: SAM's bilinear upsampling turns -inf into NaN
 SAM_TO_STT_ORDER = (1, 2, 3, 0)  # SAM's decoder puts the single-mask output first; we put it last
 DECODER_MODES = ("frozen", "full", "lowrank")
+DEFAULT_DECODER = "frozen"
+DECODER_RANK = 8  # default rank of the low-rank decoder update
 
 
 class LowRankLinear(nn.Module):
@@ -68,14 +71,14 @@ class FoveatedSam(nn.Module):
         self,
         sam: Sam,
         pattern: FoveationPattern | None = None,
-        attention: str = "window",
+        attention: str = DEFAULT_ATTENTION,
         tokens: str = DEFAULT_TOKENS,
         proportional: bool = False,
         emulate_window_padding: bool = True,
-        patch_rank: int = 8,
-        geometry_hidden: int = 64,
-        decoder: str = "frozen",
-        decoder_rank: int = 8,
+        patch_rank: int = PATCH_RANK,
+        geometry_hidden: int = GEOMETRY_HIDDEN,
+        decoder: str = DEFAULT_DECODER,
+        decoder_rank: int = DECODER_RANK,
     ) -> None:
         super().__init__()
         if tokens not in TOKEN_MODES:

@@ -14,6 +14,7 @@ from typing import Any
 from stt_ros.camera import CAMERA_MODELS
 from stt_ros.detections import DETECTION_MODES
 from stt_ros.foveation import DEFAULT_TOKENS
+from stt_ros.model.encoder import DEFAULT_ATTENTION
 
 IMAGE_TRANSPORTS = ("raw", "compressed")
 IMAGE_QOS = ("sensor_data", "reliable")
@@ -34,7 +35,7 @@ PARAMETERS = (
     Parameter("device", "cuda", "torch device: cuda, cuda:1, cpu"),
     Parameter("dtype", "fp32", "fp32, fp16 or bf16 (autocast on GPU)"),
     Parameter("pattern", "stt", "foveation pattern: stt, uniform:G, or strides/grids (1,2,4,6,8/4,4,6,8,10)"),
-    Parameter("attention", "window", "encoder attention over foveated tokens: window or global"),
+    Parameter("attention", DEFAULT_ATTENTION, "encoder attention over foveated tokens: window or global"),
     Parameter("tokens", DEFAULT_TOKENS, "coarse tokens: pooled (mean of patch embeddings) or pixel (box means)"),
     Parameter("proportional", False, "proportional attention: a stride-s token weighs like the s² patches it replaces"),
     Parameter("multimask", "auto", "output choice: auto, best, largest, single, 0, 1 or 2"),

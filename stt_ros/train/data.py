@@ -15,7 +15,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from stt_ros.cli import UserError
+from stt_ros.errors import UserError
 from stt_ros.scenes import generate_scene
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")

@@ -29,11 +29,13 @@ import torch.nn.functional as F
 from segment_anything.modeling import Sam
 from tqdm import tqdm
 
-from stt_ros.cli import UserError
+from stt_ros.errors import UserError
 from stt_ros.evaluation import evaluate, predictor_segmenter
 from stt_ros.foveation import DEFAULT_TOKENS
 from stt_ros.frame import FramedImage
-from stt_ros.model.foveated_sam import OUTSIDE_LOGIT
+from stt_ros.model.adapters import GEOMETRY_HIDDEN, PATCH_RANK
+from stt_ros.model.encoder import DEFAULT_ATTENTION
+from stt_ros.model.foveated_sam import DECODER_RANK, DEFAULT_DECODER, OUTSIDE_LOGIT
 from stt_ros.plotting import plot_loss, pyplot
 from stt_ros.predictor import FoveatedPredictor, ReferencePredictor
 from stt_ros.prompts import Prompt
@@ -49,14 +51,14 @@ def default_model_options() -> dict:
     """FoveatedSam's options; the adapter file records them and refuses a model built differently."""
     return {
         "pattern": "stt",
-        "attention": "window",
+        "attention": DEFAULT_ATTENTION,
         "tokens": DEFAULT_TOKENS,
         "proportional": False,
         "emulate_window_padding": True,
-        "patch_rank": 8,
-        "geometry_hidden": 64,
-        "decoder": "frozen",
-        "decoder_rank": 8,
+        "patch_rank": PATCH_RANK,
+        "geometry_hidden": GEOMETRY_HIDDEN,
+        "decoder": DEFAULT_DECODER,
+        "decoder_rank": DECODER_RANK,
     }
 
 
