@@ -140,11 +140,13 @@ def test_prompt_pretext_puts_the_mask_at_the_point() -> None:
     assert pretrain_prompt_path(sam, steps=300, seed=0) >= 0.4
 
 
-def test_command_defaults_are_the_trainer_defaults() -> None:
-    from stt_ros.commands.train_reference import DEFAULTS
+def test_the_command_trains_the_shipped_recipe_unless_told_otherwise() -> None:
+    from stt_ros.cli import build_parser
+    from stt_ros.commands.train_reference import config_from_args
 
-    config = TrainConfig()
-    assert {name: getattr(config, name) for name in DEFAULTS} == DEFAULTS
+    assert config_from_args(build_parser().parse_args(["train-reference"])) == TrainConfig()
+    args = build_parser().parse_args(["train-reference", "--steps", "7", "--seed", "3", "--init", "w.pt"])
+    assert config_from_args(args) == replace(TrainConfig(), steps=7, seed=3, init="w.pt")
 
 
 def test_prompts_fall_inside_their_crop_in_frame_coordinates() -> None:
@@ -200,6 +202,21 @@ def test_resume_continues_bit_for_bit(tmp_path: Path) -> None:
     assert (tmp_path / "a_loss.png").is_file()
     with pytest.raises(ValueError, match="different settings"):
         train_reference(replace(config, lr=1.0), tmp_path / "b.pt", resume=True, progress=False)
+
+
+def test_continuing_from_weights_starts_from_them_and_records_the_lineage(tmp_path: Path) -> None:
+    first = _tiny_train_config()
+    train_reference(first, tmp_path / "a.pt", progress=False)
+    second = replace(first, init=str(tmp_path / "a.pt"), seed=1, lr=0.0, warmup=1)
+    train_reference(second, tmp_path / "b.pt", progress=False)
+    a = torch.load(tmp_path / "a.pt", weights_only=True)
+    b = torch.load(tmp_path / "b.pt", weights_only=True)
+    # lr 0 (AdamW's decay is multiplied by it too): the continued model is exactly the one it started from
+    assert all(torch.equal(a["state_dict"][key], b["state_dict"][key]) for key in a["state_dict"])
+    assert b["meta"]["init"] == a["meta"]
+    assert b["meta"]["init"]["steps"] == first.steps and b["meta"]["seed"] == 1
+    with pytest.raises(FileNotFoundError, match=r"missing\.pt"):
+        train_reference(replace(second, init=str(tmp_path / "missing.pt")), tmp_path / "c.pt", progress=False)
 
 
 def test_weights_round_trip_and_clear_errors(tmp_path: Path) -> None:

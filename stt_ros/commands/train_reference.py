@@ -6,21 +6,24 @@ import argparse
 import time
 
 from stt_ros.model.reference import REFERENCE_WEIGHTS
+from stt_ros.train.reference import TrainConfig
 
-# The shipped recipe; kept here (not imported from the trainer) so `stt --help` stays free of torch.
-DEFAULTS = {
-    "steps": 5000,
-    "lr": 2e-3,
-    "warmup": 100,
-    "focal": 0.0,
-    "crop": 16,
-    "crops": 8,
-    "crops_per_scene": 4,
-    "prompt_pretext": 300,
-    "instance_contrast": 1.0,
-    "checkpoint_every": 100,
-    "eval_every": 500,
-}
+# TrainConfig fields set from the command line; their defaults are the shipped recipe.
+OPTIONS = (
+    "seed",
+    "steps",
+    "lr",
+    "warmup",
+    "focal",
+    "crop",
+    "crops",
+    "crops_per_scene",
+    "prompt_pretext",
+    "instance_contrast",
+    "checkpoint_every",
+    "eval_every",
+    "init",
+)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -38,8 +41,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--out", default=str(REFERENCE_WEIGHTS), help="fp16 weights file")
     parser.add_argument("--checkpoint", help="training checkpoint (default: OUT with suffix .ckpt)")
     parser.add_argument("--resume", action="store_true", help="continue from the checkpoint if it exists")
+    parser.add_argument(
+        "--init",
+        help="reference weights to continue training from, with a fresh schedule (skips the initialisation and "
+        "the pretext); give a new --seed so the run sees new scenes. The output records the run it continued",
+    )
     parser.add_argument("--steps", type=int, help="optimizer steps")
-    parser.add_argument("--seed", type=int, default=0, help="run seed; scenes, crops and prompts derive from it")
+    parser.add_argument("--seed", type=int, help="run seed; scenes, crops and prompts derive from it")
     parser.add_argument("--lr", type=float, help="peak AdamW learning rate (linear warmup, cosine decay)")
     parser.add_argument("--warmup", type=int, help="linear warmup steps")
     parser.add_argument(
@@ -66,16 +74,21 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--eval-every", type=int, help="steps between held-out evaluations (0: off)")
     parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
     parser.add_argument("--threads", type=int, default=2, help="CPU threads for torch")
-    parser.set_defaults(handler=run, **DEFAULTS)
+    recipe = TrainConfig()
+    parser.set_defaults(handler=run, **{name: getattr(recipe, name) for name in OPTIONS})
+
+
+def config_from_args(args: argparse.Namespace) -> TrainConfig:
+    return TrainConfig(**{name: getattr(args, name) for name in OPTIONS})
 
 
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from stt_ros.train.reference import TrainConfig, train_reference
+    from stt_ros.train.reference import train_reference
 
     torch.set_num_threads(args.threads)
-    config = TrainConfig(seed=args.seed, **{name: getattr(args, name) for name in DEFAULTS})
+    config = config_from_args(args)
     began = time.monotonic()
     history = train_reference(config, args.out, args.checkpoint, resume=args.resume, device=args.device)
     last = history[-1] if history else {}

@@ -47,6 +47,11 @@ def save_reference_weights(sam: Sam, config: SamConfig, path: str | Path, meta: 
     torch.save({"config": config.to_dict(), "state_dict": state, "meta": meta or {}}, path)
 
 
+def reference_weights_meta(path: str | Path) -> dict:
+    """How a weights file was made (steps, seed, training config, and the run it continued, if any)."""
+    return torch.load(path, map_location="cpu", weights_only=True).get("meta", {})
+
+
 def load_reference_sam(
     device: str | torch.device = "cpu",
     path: str | Path | None = None,

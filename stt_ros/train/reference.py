@@ -22,7 +22,12 @@ from segment_anything.utils.transforms import ResizeLongestSide
 from torch.func import functional_call
 from tqdm import tqdm
 
-from stt_ros.model.reference import REFERENCE_CONFIG, save_reference_weights
+from stt_ros.model.reference import (
+    REFERENCE_CONFIG,
+    load_reference_sam,
+    reference_weights_meta,
+    save_reference_weights,
+)
 from stt_ros.model.sam_config import SamConfig, build_sam
 from stt_ros.plotting import plot_loss, pyplot
 from stt_ros.scenes import generate_scene
@@ -56,6 +61,7 @@ class TrainConfig:
     checkpoint_every: int = 100
     eval_every: int = 500
     eval_scenes: int = 8
+    init: str = ""  # reference weights to continue from (skips the initialisation and the pretext)
     sam: dict = field(default_factory=REFERENCE_CONFIG.to_dict)
 
     def __post_init__(self) -> None:
@@ -500,8 +506,11 @@ def train_reference(
         start, history = state["step"], state["history"]
     sam_config = SamConfig.from_dict(config.sam)
     torch.manual_seed(config.seed)
-    sam = init_for_training(build_sam(sam_config)).to(dev).train()
-    if not start and config.prompt_pretext:
+    if config.init:
+        sam = load_reference_sam(dev, config.init, sam_config).train()
+    else:
+        sam = init_for_training(build_sam(sam_config)).to(dev).train()
+    if not start and not config.init and config.prompt_pretext:
         iou = pretrain_prompt_path(sam, config.prompt_pretext, config.seed)
         if progress:
             tqdm.write(f"prompt-path pretext: {config.prompt_pretext} steps, disk IoU {iou:.2f}")
@@ -509,6 +518,7 @@ def train_reference(
     if start:
         sam.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
+    init_meta = reference_weights_meta(config.init) if config.init else {}
     use_amp = dev.type == "cuda"
     end = min(config.steps, stop_after if stop_after is not None else config.steps)
     bar = tqdm(range(start, end), initial=start, total=end, disable=not progress, desc="train-reference")
@@ -551,7 +561,7 @@ def train_reference(
                 },
                 checkpoint,
             )
-            meta = {"steps": done, "seed": config.seed, "train_config": asdict(config)}
+            meta = {"steps": done, "seed": config.seed, "train_config": asdict(config), "init": init_meta}
             save_reference_weights(sam, sam_config, out, meta)
             plot_history(history, out.with_name(out.stem + "_loss.png"))
     sam.eval()
