@@ -194,14 +194,15 @@ def test_ddp_on_cpu_with_gloo(tmp_path):
 @pytest.mark.skipif(not REFERENCE_WEIGHTS.is_file(), reason="reference SAM weights are not present")
 @pytest.mark.xfail(
     strict=True,
-    reason="issue 5: distillation raises the student's mIoU (0.558 -> 0.620 in 300 steps) but not its agreement "
-    "with the reference teacher (0.473 -> 0.449, docs/TRAINING.md); remove this marker when it does",
+    reason="issue 5: distillation does not raise agreement with the reference teacher (0.425 -> 0.424 on these "
+    "16 validation images, docs/TRAINING.md); remove this marker when it does",
 )
 def test_distillation_raises_agreement_with_the_reference_teacher(tmp_path):
     from stt_ros.model.reference import load_reference_sam
     from stt_ros.train.data import SyntheticSource
 
     torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
-    config = DistillConfig(steps=200, warmup=20, val_images=4, eval_every=0, checkpoint_every=1000)
+    # 16 validation images (128 prompts): with 4, this same run read +0.05, which 16 showed to be noise
+    config = DistillConfig(steps=200, warmup=20, val_images=16, eval_every=0, checkpoint_every=1000)
     result = train_adapters(load_reference_sam(), SyntheticSource(60), config, tmp_path / "a.pt", progress=False)
     assert result.after["agreement"] >= result.before["agreement"] + 0.05
