@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from dataclasses import replace
 from pathlib import Path
 
@@ -215,6 +216,12 @@ def test_continuing_from_weights_starts_from_them_and_records_the_lineage(tmp_pa
     assert all(torch.equal(a["state_dict"][key], b["state_dict"][key]) for key in a["state_dict"])
     assert b["meta"]["init"] == a["meta"]
     assert b["meta"]["init"]["steps"] == first.steps and b["meta"]["seed"] == 1
+    # continuing a file in place (--init X --out X) and resuming still records the run it continued
+    shutil.copy(tmp_path / "a.pt", tmp_path / "c.pt")
+    in_place = replace(second, init=str(tmp_path / "c.pt"))
+    train_reference(in_place, tmp_path / "c.pt", progress=False, stop_after=2)
+    train_reference(in_place, tmp_path / "c.pt", resume=True, progress=False)
+    assert torch.load(tmp_path / "c.pt", weights_only=True)["meta"]["init"] == a["meta"]
     with pytest.raises(FileNotFoundError, match=r"missing\.pt"):
         train_reference(replace(second, init=str(tmp_path / "missing.pt")), tmp_path / "c.pt", progress=False)
 

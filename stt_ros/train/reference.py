@@ -506,19 +506,25 @@ def train_reference(
         start, history = state["step"], state["history"]
     sam_config = SamConfig.from_dict(config.sam)
     torch.manual_seed(config.seed)
-    if config.init:
+    if start:
+        # The checkpoint holds the weights and the lineage: `init` may since have been overwritten
+        # (continuing the shipped file in place writes `out` over it).
+        sam = build_sam(sam_config).to(dev).train()
+        init_meta = state.get("init", {})
+    elif config.init:
         sam = load_reference_sam(dev, config.init, sam_config).train()
+        init_meta = reference_weights_meta(config.init)
     else:
         sam = init_for_training(build_sam(sam_config)).to(dev).train()
-    if not start and not config.init and config.prompt_pretext:
-        iou = pretrain_prompt_path(sam, config.prompt_pretext, config.seed)
-        if progress:
-            tqdm.write(f"prompt-path pretext: {config.prompt_pretext} steps, disk IoU {iou:.2f}")
+        init_meta = {}
+        if config.prompt_pretext:
+            iou = pretrain_prompt_path(sam, config.prompt_pretext, config.seed)
+            if progress:
+                tqdm.write(f"prompt-path pretext: {config.prompt_pretext} steps, disk IoU {iou:.2f}")
     optimizer = torch.optim.AdamW(sam.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     if start:
         sam.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
-    init_meta = reference_weights_meta(config.init) if config.init else {}
     use_amp = dev.type == "cuda"
     end = min(config.steps, stop_after if stop_after is not None else config.steps)
     bar = tqdm(range(start, end), initial=start, total=end, disable=not progress, desc="train-reference")
@@ -558,6 +564,7 @@ def train_reference(
                     "model": sam.state_dict(),
                     "optimizer": optimizer.state_dict(),
                     "history": history,
+                    "init": init_meta,
                 },
                 checkpoint,
             )
