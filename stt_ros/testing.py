@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 from segment_anything.modeling import Sam
 
+from stt_ros.foveation import DEFAULT_TOKENS, TOKEN_MODES
+from stt_ros.model.encoder import ATTENTION_MODES, DEFAULT_ATTENTION, DEFAULT_PROPORTIONAL
 from stt_ros.model.sam_config import SamConfig, build_sam, randomize_positions
 
 
@@ -33,3 +35,12 @@ def tiny_sam(seed: int = 0, config: SamConfig | None = None) -> Sam:
     sam = build_sam(config or tiny_config())
     generator = torch.Generator().manual_seed(seed + 1)
     return randomize_positions(sam, generator)
+
+
+def non_default_options() -> dict:
+    """A value other than the default for each foveated-model option, so mismatch tests follow the defaults."""
+    return {
+        "tokens": next(mode for mode in TOKEN_MODES if mode != DEFAULT_TOKENS),
+        "attention": next(mode for mode in ATTENTION_MODES if mode != DEFAULT_ATTENTION),
+        "proportional": not DEFAULT_PROPORTIONAL,
+    }

@@ -19,7 +19,7 @@ from tqdm import tqdm
 from stt_ros.evaluation import Segmenter, predictor_segmenter
 from stt_ros.foveation import DEFAULT_TOKENS, TOKEN_MODES
 from stt_ros.masks import interior_point, mask_iou
-from stt_ros.model.encoder import ATTENTION_MODES, DEFAULT_ATTENTION
+from stt_ros.model.encoder import ATTENTION_MODES, DEFAULT_ATTENTION, DEFAULT_PROPORTIONAL
 from stt_ros.predictor import FoveatedPredictor, ReferencePredictor
 from stt_ros.scenes import Scene
 
@@ -28,7 +28,7 @@ from stt_ros.scenes import Scene
 class Variant:
     attention: str = DEFAULT_ATTENTION
     tokens: str = DEFAULT_TOKENS
-    proportional: bool = False
+    proportional: bool = DEFAULT_PROPORTIONAL
 
     @property
     def name(self) -> str:

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from stt_ros import FoveatedPredictor
+from stt_ros.testing import non_default_options
 
 
 def test_round_trip_restores_the_adapters(tiny, tmp_path):
@@ -21,12 +22,7 @@ def test_round_trip_restores_the_adapters(tiny, tmp_path):
 
 @pytest.mark.parametrize(
     ("options", "field"),
-    [
-        ({"tokens": "pixel"}, "tokens"),  # not the default (pooled)
-        ({"attention": "global"}, "attention"),
-        ({"proportional": True}, "proportional"),
-        ({"pattern": "uniform:8"}, "pattern"),
-    ],
+    [*(({name: value}, name) for name, value in non_default_options().items()), ({"pattern": "uniform:8"}, "pattern")],
 )
 def test_mismatched_config_is_refused(tiny, tmp_path, options, field):
     path = tmp_path / "adapter.pt"

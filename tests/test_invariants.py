@@ -24,6 +24,7 @@ PROMPTS = [
 
 def uniform_predictor(sam, **options) -> FoveatedPredictor:
     grid = sam.image_encoder.img_size // 16
+    options = {"attention": "window", **options}  # the invariant's mode (DESIGN §2.5), whatever the default
     return FoveatedPredictor(sam, pattern=FoveationPattern.uniform(2 * grid), **options)
 
 

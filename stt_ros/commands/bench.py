@@ -13,7 +13,7 @@ from stt_ros.bench import run_bench
 from stt_ros.commands.demo import BUILTIN_SEED, load_image
 from stt_ros.foveation import DEFAULT_TOKENS, TOKEN_MODES
 from stt_ros.model.checkpoints import VARIANTS
-from stt_ros.model.encoder import ATTENTION_MODES, DEFAULT_ATTENTION
+from stt_ros.model.encoder import ATTENTION_MODES, DEFAULT_ATTENTION, DEFAULT_PROPORTIONAL
 from stt_ros.predictor import FoveatedPredictor, ReferencePredictor
 from stt_ros.scenes import generate_scene
 
@@ -50,6 +50,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--pattern", default="stt", help="foveation pattern (default: stt)")
     parser.add_argument("--attention", default=DEFAULT_ATTENTION, choices=ATTENTION_MODES)
     parser.add_argument("--tokens", default=DEFAULT_TOKENS, choices=TOKEN_MODES)
+    parser.add_argument(
+        "--proportional",
+        action=argparse.BooleanOptionalAction,
+        default=DEFAULT_PROPORTIONAL,
+        help="proportional attention for coarse tokens",
+    )
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
     parser.set_defaults(handler=run)
 
@@ -70,6 +76,7 @@ def run(args: argparse.Namespace) -> int:
             pattern=args.pattern,
             attention=args.attention,
             tokens=args.tokens,
+            proportional=args.proportional,
         )
     stock = ReferencePredictor(foveated.sam, dtype=args.dtype, variant=args.variant)
     result = run_bench(

@@ -77,7 +77,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--attention", choices=ATTENTION_MODES, default=model["attention"])
     parser.add_argument("--tokens", choices=TOKEN_MODES, default=model["tokens"])
-    parser.add_argument("--proportional", action="store_true", help="proportional attention for coarse tokens")
+    parser.add_argument(
+        "--proportional",
+        action=argparse.BooleanOptionalAction,
+        default=model["proportional"],
+        help="proportional attention for coarse tokens",
+    )
     parser.add_argument(
         "--patch-rank", type=int, default=model["patch_rank"], help="rank of the patch projection adapter"
     )

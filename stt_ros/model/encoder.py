@@ -15,6 +15,7 @@ from stt_ros.model.adapters import GEOMETRY_HIDDEN, PATCH_RANK, GeometricEncodin
 
 ATTENTION_MODES = ("window", "global")
 DEFAULT_ATTENTION = "window"  # SAM's own: windowed blocks stay windowed over the tokens
+DEFAULT_PROPORTIONAL = False
 
 
 @dataclass
@@ -97,7 +98,7 @@ class FoveatedImageEncoder(nn.Module):
         encoder: ImageEncoderViT,
         pattern: FoveationPattern,
         attention: str = DEFAULT_ATTENTION,
-        proportional: bool = False,
+        proportional: bool = DEFAULT_PROPORTIONAL,
         emulate_window_padding: bool = True,
         patch_rank: int = PATCH_RANK,
         geometry_hidden: int = GEOMETRY_HIDDEN,

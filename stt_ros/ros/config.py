@@ -14,7 +14,7 @@ from typing import Any
 from stt_ros.camera import CAMERA_MODELS
 from stt_ros.detections import DETECTION_MODES
 from stt_ros.foveation import DEFAULT_TOKENS
-from stt_ros.model.encoder import DEFAULT_ATTENTION
+from stt_ros.model.encoder import DEFAULT_ATTENTION, DEFAULT_PROPORTIONAL
 
 IMAGE_TRANSPORTS = ("raw", "compressed")
 IMAGE_QOS = ("sensor_data", "reliable")
@@ -37,7 +37,11 @@ PARAMETERS = (
     Parameter("pattern", "stt", "foveation pattern: stt, uniform:G, or strides/grids (1,2,4,6,8/4,4,6,8,10)"),
     Parameter("attention", DEFAULT_ATTENTION, "encoder attention over foveated tokens: window or global"),
     Parameter("tokens", DEFAULT_TOKENS, "coarse tokens: pooled (mean of patch embeddings) or pixel (box means)"),
-    Parameter("proportional", False, "proportional attention: a stride-s token weighs like the s² patches it replaces"),
+    Parameter(
+        "proportional",
+        DEFAULT_PROPORTIONAL,
+        "proportional attention: a stride-s token weighs like the s² patches it replaces",
+    ),
     Parameter("multimask", "auto", "output choice: auto, best, largest, single, 0, 1 or 2"),
     Parameter("mask_threshold", 0.0, "logit threshold for mask pixels (SAM's default 0.0)"),
     Parameter("stock_sam_crossover", 0, "prompts per frame from which stock SAM runs instead; 0: never"),

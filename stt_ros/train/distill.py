@@ -34,7 +34,7 @@ from stt_ros.evaluation import evaluate, predictor_segmenter
 from stt_ros.foveation import DEFAULT_TOKENS
 from stt_ros.frame import FramedImage
 from stt_ros.model.adapters import GEOMETRY_HIDDEN, PATCH_RANK
-from stt_ros.model.encoder import DEFAULT_ATTENTION
+from stt_ros.model.encoder import DEFAULT_ATTENTION, DEFAULT_PROPORTIONAL
 from stt_ros.model.foveated_sam import DECODER_RANK, DEFAULT_DECODER, OUTSIDE_LOGIT
 from stt_ros.plotting import plot_loss, pyplot
 from stt_ros.predictor import FoveatedPredictor, ReferencePredictor
@@ -53,7 +53,7 @@ def default_model_options() -> dict:
         "pattern": "stt",
         "attention": DEFAULT_ATTENTION,
         "tokens": DEFAULT_TOKENS,
-        "proportional": False,
+        "proportional": DEFAULT_PROPORTIONAL,
         "emulate_window_padding": True,
         "patch_rank": PATCH_RANK,
         "geometry_hidden": GEOMETRY_HIDDEN,
