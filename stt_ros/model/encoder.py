@@ -15,7 +15,7 @@ from stt_ros.model.adapters import GEOMETRY_HIDDEN, PATCH_RANK, GeometricEncodin
 
 ATTENTION_MODES = ("window", "global")
 DEFAULT_ATTENTION = "window"  # SAM's own: windowed blocks stay windowed over the tokens
-DEFAULT_PROPORTIONAL = False
+DEFAULT_PROPORTIONAL = True  # a stride-s token weighs as the s² patches it replaces (README: variants table)
 
 
 @dataclass
