@@ -37,6 +37,13 @@ def tiny_sam(seed: int = 0, config: SamConfig | None = None) -> Sam:
     return randomize_positions(sam, generator)
 
 
+def stock_equivalent_options(sam: Sam) -> dict:
+    """FoveatedSam options under which, with untrained adapters, it reproduces stock SAM (DESIGN §2.5): one
+    stride-1 level twice the frame's grid, so it covers the frame from any fovea, in window mode."""
+    encoder = sam.image_encoder
+    grid = encoder.img_size // encoder.patch_embed.proj.kernel_size[0]
+    return {"pattern": f"uniform:{2 * grid}", "attention": "window"}
+
 def non_default_options() -> dict:
     """A value other than the default for each foveated-model option, so mismatch tests follow the defaults."""
     return {

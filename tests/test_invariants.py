@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from stt_ros import FoveatedPredictor, FoveationPattern, Prompt, ReferencePredictor
+from stt_ros import FoveatedPredictor, Prompt, ReferencePredictor
+from stt_ros.testing import stock_equivalent_options
 
 PROMPTS = [
     Prompt(points=[(120.0, 90.0)]),
@@ -23,9 +24,7 @@ PROMPTS = [
 
 
 def uniform_predictor(sam, **options) -> FoveatedPredictor:
-    grid = sam.image_encoder.img_size // 16
-    options = {"attention": "window", **options}  # the invariant's mode (DESIGN §2.5), whatever the default
-    return FoveatedPredictor(sam, pattern=FoveationPattern.uniform(2 * grid), **options)
+    return FoveatedPredictor(sam, **{**stock_equivalent_options(sam), **options})
 
 
 def assert_matches_stock(sam, image, prompts):

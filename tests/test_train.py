@@ -18,7 +18,7 @@ from stt_ros.cli import main
 from stt_ros.errors import UserError
 from stt_ros.model.reference import REFERENCE_WEIGHTS
 from stt_ros.scenes import generate_scene
-from stt_ros.testing import non_default_options
+from stt_ros.testing import non_default_options, stock_equivalent_options
 from stt_ros.train.data import BagSource, CocoSource, FolderSource, Sample, Source, decode_rle, open_source
 from stt_ros.train.distill import DistillConfig, default_model_options, distributed, train_adapters
 
@@ -121,7 +121,7 @@ def test_bag_source(tmp_path):
 def test_on_the_uniform_pattern_the_student_starts_as_its_teacher(tiny, tmp_path):
     """Teacher and student outputs meet on the same canvas cells: with a uniform stride-1 pattern and
     untrained adapters the student is stock SAM (DESIGN §2.5), so validation agreement starts at 1."""
-    model = {**default_model_options(), "pattern": "uniform:32", "decoder": "frozen"}
+    model = {**default_model_options(), **stock_equivalent_options(tiny), "decoder": "frozen"}
     config = tiny_config(model=model, steps=1, accumulate=1, val_images=2, val_prompts=4, lr=1e-9)
     result = train_adapters(tiny, Scenes(), config, tmp_path / "adapter.pt", progress=False)
     assert result.before["agreement"] == pytest.approx(1.0, abs=0.01)
