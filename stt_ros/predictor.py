@@ -214,12 +214,20 @@ class FoveatedPredictor(_Predictor):
         **options,
     ) -> FoveatedPredictor:
         """Load `variant` ("vit_b", "vit_l", "vit_h" with a checkpoint path or "random"; "reference")."""
-        if adapter is not None:  # the adapter's own settings, unless the caller overrides them
-            options = {**model_options(read_adapter_file(adapter)["config"]), **options}
         sam = load_sam(variant, checkpoint, resolve_device(device))
-        predictor = cls(sam, variant=variant, **options)
         if adapter is not None:
-            predictor.model.load_adapters(adapter, variant)
+            return cls.with_adapter(sam, adapter, variant, **options)
+        return cls(sam, variant=variant, **options)
+
+    @classmethod
+    def with_adapter(cls, sam: Sam, adapter: str | Path, variant: str, **options) -> FoveatedPredictor:
+        """The model a trained adapter file describes, on an already loaded `sam`, with its weights.
+
+        Settings come from the file; options passed here override them and must then agree with it.
+        """
+        options = {**model_options(read_adapter_file(adapter)["config"]), **options}
+        predictor = cls(sam, variant=variant, **options)
+        predictor.model.load_adapters(adapter, variant)
         return predictor
 
     @property

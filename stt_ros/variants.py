@@ -11,6 +11,7 @@ import itertools
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import numpy as np
 from segment_anything.modeling import Sam
@@ -34,13 +35,16 @@ class Variant:
     def name(self) -> str:
         return f"{self.attention}/{self.tokens}" + ("/proportional" if self.proportional else "")
 
-    def predictor(self, sam: Sam, adapter: str | None = None, variant: str = "reference") -> FoveatedPredictor:
-        predictor = FoveatedPredictor(
+    def predictor(self, sam: Sam, variant: str = "reference") -> FoveatedPredictor:
+        return FoveatedPredictor(
             sam, attention=self.attention, tokens=self.tokens, proportional=self.proportional, variant=variant
         )
-        if adapter:
-            predictor.model.load_adapters(adapter, variant)
-        return predictor
+
+    @classmethod
+    def of(cls, predictor: FoveatedPredictor) -> Variant:
+        """The configuration a predictor runs (e.g. one built from an adapter file)."""
+        config = predictor.model.config()
+        return cls(config["attention"], config["tokens"], config["proportional"])
 
 
 ALL_VARIANTS = tuple(
@@ -87,18 +91,26 @@ def compare_variants(
     scenes: Sequence[Scene],
     variants: Sequence[Variant] = ALL_VARIANTS,
     latency_repeats: int = 5,
-    adapter: str | None = None,
+    adapter: str | Path | None = None,
+    sam_variant: str = "reference",
 ) -> list[VariantRow]:
-    """Stock SAM first, then each variant, on every instance of `scenes`."""
+    """Stock SAM first, then each variant zero-shot, then (given a trained adapter file) the configuration
+    the adapter was trained for with its weights, on every instance of `scenes`.
+
+    An adapter fits only the configuration it was trained for, so it adds one row rather than changing all.
+    """
     truth = [mask for scene in scenes for mask in scene.masks()]
     stock = ReferencePredictor(sam)
     stock_out = _outputs(predictor_segmenter(stock), scenes)
+    candidates = [(variant.name, lambda variant=variant: variant.predictor(sam, sam_variant)) for variant in variants]
+    if adapter is not None:
+        trained = FoveatedPredictor.with_adapter(sam, adapter, sam_variant)
+        candidates.append((f"{Variant.of(trained).name} + adapter {Path(adapter).name}", lambda: trained))
     rows = [_row("stock SAM", stock_out, stock_out, truth, _b1_latency_ms(stock, scenes[0], latency_repeats))]
-    for variant in tqdm(variants, desc="variants", unit="variant"):
-        predictor = variant.predictor(sam, adapter)
+    for name, build in tqdm(candidates, desc="variants", unit="variant"):
+        predictor = build()
         out = _outputs(predictor_segmenter(predictor), scenes)
-        latency = _b1_latency_ms(predictor, scenes[0], latency_repeats)
-        rows.append(_row(variant.name + (" + adapter" if adapter else ""), out, stock_out, truth, latency))
+        rows.append(_row(name, out, stock_out, truth, _b1_latency_ms(predictor, scenes[0], latency_repeats)))
     return rows
 
 

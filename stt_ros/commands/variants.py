@@ -25,7 +25,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--variant", default="reference", choices=VARIANTS, help="SAM variant (default: %(default)s)")
     parser.add_argument("--checkpoint", help="official SAM .pth for vit_b/l/h")
-    parser.add_argument("--adapter", help="also apply this trained adapter file to every configuration")
+    parser.add_argument(
+        "--adapter",
+        help="a trained adapter file (stt train): adds a row for the configuration it was trained for, with its "
+        "weights, beside that configuration zero-shot",
+    )
     parser.add_argument("--scenes", type=int, default=24, help="held-out scenes (default: %(default)s)")
     parser.add_argument("--device", help="cpu or cuda (default: cuda when available)")
     parser.add_argument("--out", type=Path, default=Path("variants_out"), help="output folder")
@@ -34,7 +38,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     sam = load_sam(args.variant, args.checkpoint, resolve_device(args.device))
-    rows = compare_variants(sam, heldout_scenes(args.scenes), adapter=args.adapter)
+    rows = compare_variants(sam, heldout_scenes(args.scenes), adapter=args.adapter, sam_variant=args.variant)
     table = markdown_table(rows)
     print(table)
     args.out.mkdir(parents=True, exist_ok=True)
