@@ -11,6 +11,8 @@ import numpy as np
 import pytest
 import torch
 import torch.multiprocessing as mp
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from stt_ros import FoveatedPredictor
 from stt_ros.bag.sample import IMAGE_TOPICS, write_sample_bag
@@ -20,7 +22,17 @@ from stt_ros.model.reference import REFERENCE_WEIGHTS
 from stt_ros.scenes import generate_scene
 from stt_ros.testing import non_default_options, stock_equivalent_options
 from stt_ros.train.data import BagSource, CocoSource, FolderSource, Sample, Source, decode_rle, open_source
-from stt_ros.train.distill import DistillConfig, default_model_options, distributed, train_adapters
+from stt_ros.train.distill import (
+    CANVAS_CELL,
+    CONFIDENT_IOU,
+    DistillConfig,
+    canvas_region,
+    default_model_options,
+    distillation_loss,
+    distributed,
+    inside_points,
+    train_adapters,
+)
 
 SMALL_PATTERN = "1,2,4/4,4,8"  # covers a 256 frame from any fovea, with coarse tokens
 
@@ -43,10 +55,10 @@ class Scenes(Source):
 
 def tiny_config(**changes) -> DistillConfig:
     model = {**default_model_options(), "pattern": SMALL_PATTERN, "decoder": "lowrank", "decoder_rank": 2}
-    settings = dict(
+    defaults = dict(
         variant="tiny", steps=4, accumulate=2, prompts=3, val_images=2, val_prompts=2, eval_every=0, model=model
     )
-    return DistillConfig(**{**settings, **changes})
+    return DistillConfig(**{**defaults, **changes})
 
 
 def encode_rle(counts: list[int]) -> str:
@@ -118,6 +130,44 @@ def test_bag_source(tmp_path):
         open_source(str(bag))
 
 
+def _canvas_cells(points, framed):
+    """The canvas cell (row, col) each single-point prompt falls in."""
+    scale = CANVAS_CELL * max(framed.original_size) / max(framed.input_size)
+    return [(int(p.points[0][1] // scale), int(p.points[0][0] // scale)) for p in points]
+
+
+@pytest.fixture(scope="module")
+def framed(tiny):
+    return FoveatedPredictor(tiny).frame.image(np.zeros((72, 96, 3), np.uint8), "cpu")
+
+
+def test_prompts_inside_teacher_masks_favour_small_confident_ones(framed):
+    rows, cols = canvas_region(framed)
+    masks = torch.zeros(3, rows, cols, dtype=torch.bool)
+    masks[0, 10:12, 20:22] = True  # 4 cells
+    masks[1, 30:38, 40:48] = True  # 64 cells: drawn 1/4 as often (weights 1/2 vs 1/8)
+    masks[2] = True  # the whole image, but the teacher is not confident in it
+    scores = torch.tensor([0.9, 0.9, CONFIDENT_IOU - 0.01])
+    points = inside_points(np.random.default_rng(0), masks, scores, 2000, framed)
+    cells = _canvas_cells(points, framed)
+    assert len(points) == 2000 and all(masks[0][c] or masks[1][c] for c in cells)
+    assert sum(bool(masks[0][c]) for c in cells) / len(cells) == pytest.approx(0.8, abs=0.03)
+    assert inside_points(np.random.default_rng(0), masks[2:], scores[2:], 5, framed) == []
+
+
+@settings(max_examples=30, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), count=st.integers(1, 6))
+def test_prompts_inside_teacher_masks_land_in_a_confident_mask(framed, seed, count):
+    rng = np.random.default_rng(seed)
+    rows, cols = canvas_region(framed)
+    masks = torch.from_numpy(rng.random((4, rows, cols)) < rng.random((4, 1, 1)) * 0.05)
+    scores = torch.from_numpy(rng.random(4))
+    points = inside_points(rng, masks, scores, count, framed)
+    confident = masks[(scores >= CONFIDENT_IOU) & masks.flatten(1).any(1)]
+    assert len(points) == (count if len(confident) else 0)
+    assert all(confident[:, row, col].any() for row, col in _canvas_cells(points, framed))
+
+
 def test_on_the_uniform_pattern_the_student_starts_as_its_teacher(tiny, tmp_path):
     """Teacher and student outputs meet on the same canvas cells: with a uniform stride-1 pattern and
     untrained adapters the student is stock SAM (DESIGN §2.5), so validation agreement starts at 1."""
@@ -178,6 +228,30 @@ def test_cli_reports_bad_data(tmp_path, capsys):
     assert "no images found" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"iou_weight": -1.0}, "iou weight must be at least 0"),
+        ({"uniform_fraction": 1.5}, "uniform fraction must be in"),
+        ({"steps": 0}, "steps must be at least 1"),
+        ({"val_images": 6}, "leave none of the 6 images"),
+    ],
+)
+def test_bad_settings_are_refused(change, message):
+    with pytest.raises(UserError, match=message):
+        tiny_config(**change).check(Scenes())
+
+
+def test_the_iou_weight_scales_only_the_iou_term():
+    generator = torch.Generator().manual_seed(0)
+    student, teacher = torch.randn(2, 3, 4, 8, 8, generator=generator).unbind(0)
+    student_iou, teacher_iou = torch.rand(2, 3, 4, generator=generator).unbind(0)
+    covered = torch.ones(3, 8, 8, dtype=torch.bool)
+    loss = [distillation_loss(student, student_iou, teacher, teacher_iou, covered, w) for w in (0.0, 1.0, 10.0)]
+    assert loss[1] > loss[0]
+    assert torch.allclose(loss[2] - loss[0], 10 * (loss[1] - loss[0]))
+
+
 def _ddp_worker(rank: int, world: int, port: int, out: str) -> None:
     from stt_ros.testing import tiny_sam
 
@@ -204,15 +278,23 @@ def test_ddp_on_cpu_with_gloo(tmp_path):
 @pytest.mark.skipif(not REFERENCE_WEIGHTS.is_file(), reason="reference SAM weights are not present")
 @pytest.mark.xfail(
     strict=True,
-    reason="issue 5: distillation does not raise agreement with the reference teacher enough (0.367 -> 0.380 on "
-    "these 16 validation images with the stage-4 teacher, docs/TRAINING.md); remove this marker when it does",
+    reason="issue 5: with the stage-5 reference teacher this run reads 0.389 -> 0.372 agreement (with the "
+    "stage-4 teacher +0.062 and, seed 1, +0.069; docs/TRAINING.md); remove this marker when it passes",
 )
 def test_distillation_raises_agreement_with_the_reference_teacher(tmp_path):
+    """Issue 5's acceptance: a few hundred CPU steps raise held-out agreement with the teacher by 0.05.
+
+    The recipe docs/TRAINING.md recommends: the mask decoder trains too (`--decoder full`) and the IoU term
+    weighs 10, so the student learns to choose the output the teacher chooses.
+    """
     from stt_ros.model.reference import load_reference_sam
     from stt_ros.train.data import SyntheticSource
 
     torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
-    # 16 validation images (128 prompts): with 4, this same run read +0.05, which 16 showed to be noise
-    config = DistillConfig(steps=200, warmup=20, val_images=16, eval_every=0, checkpoint_every=1000)
-    result = train_adapters(load_reference_sam(), SyntheticSource(60), config, tmp_path / "a.pt", progress=False)
+    # 16 validation images (128 prompts): with 4, a run read +0.05 that 16 showed to be noise
+    model = {**default_model_options(), "decoder": "full"}
+    config = DistillConfig(
+        steps=200, warmup=20, val_images=16, eval_every=0, checkpoint_every=1000, iou_weight=10, model=model
+    )
+    result = train_adapters(load_reference_sam(), SyntheticSource(300), config, tmp_path / "a.pt", progress=False)
     assert result.after["agreement"] >= result.before["agreement"] + 0.05

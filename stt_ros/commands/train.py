@@ -61,6 +61,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="share of uniform (vs in-mask) points",
     )
     parser.add_argument(
+        "--iou-weight",
+        type=float,
+        default=run_defaults.iou_weight,
+        help="weight of the IoU-prediction term in the distillation loss; the IoU predictions choose the "
+        "returned mask, so a larger weight (10) teaches the student to choose as the teacher does",
+    )
+    parser.add_argument(
         "--val-images", type=int, default=run_defaults.val_images, help="images held out for validation"
     )
     parser.add_argument(
@@ -124,6 +131,7 @@ def run(args: argparse.Namespace) -> int:
         accumulate=args.accumulate,
         prompts=args.prompts,
         uniform_fraction=args.uniform_fraction,
+        iou_weight=args.iou_weight,
         val_images=args.val_images,
         val_prompts=args.val_prompts,
         eval_every=args.eval_every,

@@ -2,9 +2,10 @@
 
 The teacher is the frozen SAM itself on the full frame: its image embedding is computed once per image
 and every prompt of that image is decoded against it. Prompts are single points, part uniform over the
-image and part inside the masks the teacher gives for the uniform ones, so training sees both objects and
-background. The student (the foveated model, same SAM) is trained at the output the teacher chose: 20·focal
-+ dice against the teacher's binarised mask, plus MSE of its 3 IoU predictions against the teacher's.
+image and part inside the teacher's confident masks, drawn to favour object-sized ones, so training sees
+objects above all but background too. The student (the foveated model, same SAM) is trained at the output
+the teacher chose: 20·focal + dice against the teacher's binarised mask, plus MSE of its 3 IoU
+predictions against the teacher's.
 With ground-truth masks (`target="labels"`) the same loop uses SAM's own loss against them instead.
 
 Every random choice derives from (seed, step, rank), so a run is deterministic and a resumed run continues
@@ -45,6 +46,8 @@ from stt_ros.train.reference import dice_loss, focal_loss, learning_rate, mask_i
 TARGETS = ("teacher", "labels")
 TRAIN_STREAM, VAL_STREAM, SHUFFLE_STREAM, SPLIT_STREAM = 1, 2, 3, 4  # independent random streams per purpose
 CANVAS_CELL = 4  # frame px per cell of SAM's low-res logit canvas
+PROBES = 16  # uniform points per image whose teacher masks are the candidates for prompts inside masks
+CONFIDENT_IOU = 0.5  # teacher masks it predicts below this IoU are not prompted inside
 
 
 def default_model_options() -> dict:
@@ -77,6 +80,7 @@ class DistillConfig:
     accumulate: int = 1  # images per optimizer step (per process)
     prompts: int = 8  # prompts per image, all decoded against one teacher embedding
     uniform_fraction: float = 0.5  # the rest are sampled inside the teacher's masks
+    iou_weight: float = 1.0  # weight of the IoU-prediction MSE in the distillation loss (DESIGN §2.6: 1)
     val_images: int = 4
     val_prompts: int = 8
     eval_every: int = 100
@@ -91,6 +95,8 @@ class DistillConfig:
         for name in ("steps", "accumulate", "prompts", "val_prompts"):
             if getattr(self, name) < 1:
                 raise UserError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.iou_weight < 0:
+            raise UserError(f"iou weight must be at least 0, got {self.iou_weight}")
         if not 0.0 <= self.uniform_fraction <= 1.0:
             raise UserError(f"uniform fraction must be in [0, 1], got {self.uniform_fraction}")
         if not 0 <= self.val_images < len(source):
@@ -199,38 +205,54 @@ def _uniform_points(rng: np.random.Generator, count: int, size: tuple[int, int])
     return [Prompt(points=[(rng.uniform(0, width - 1), rng.uniform(0, height - 1))]) for _ in range(count)]
 
 
+def inside_points(
+    rng: np.random.Generator, masks: torch.Tensor, scores: torch.Tensor, count: int, framed: FramedImage
+) -> list[Prompt]:
+    """`count` points inside the teacher's confident masks (M, rows, cols on the canvas); none if it has none.
+
+    A mask is drawn with probability ∝ 1/√area, then a point uniformly inside it. Uniform points mostly land
+    on background, whose masks are large regions where the teacher's choice is arbitrary; weighting by
+    inverse square-root area puts most prompts on object-sized masks, which is what a robot prompts, while
+    large objects still get some.
+    """
+    area = masks.flatten(1).sum(1).double().cpu()
+    weight = torch.where((area > 0) & (scores.cpu() >= CONFIDENT_IOU), area.clamp(min=1).rsqrt(), 0.0)
+    if float(weight.sum()) == 0:
+        return []
+    probabilities = (weight / weight.sum()).numpy()
+    height, width = framed.original_size
+    scale = CANVAS_CELL * max(height, width) / max(framed.input_size)  # original px per canvas cell
+    points = []
+    for _ in range(count):
+        cells = torch.nonzero(masks[int(rng.choice(len(probabilities), p=probabilities))]).cpu().numpy()
+        row, col = cells[int(rng.integers(len(cells)))]
+        u = min((col + rng.uniform()) * scale, width - 1)
+        v = min((row + rng.uniform()) * scale, height - 1)
+        points.append(Prompt(points=[(float(u), float(v))]))
+    return points
+
+
 def teacher_prompts(
     rng: np.random.Generator, teacher: Teacher, framed: FramedImage, count: int, uniform_fraction: float
 ) -> tuple[list[Prompt], torch.Tensor, torch.Tensor]:
     """`count` single-point prompts (uniform, then inside the teacher's masks) and the teacher's outputs.
 
-    Points inside masks are drawn from the canvas cells of the masks the teacher chose for the uniform
-    points, so they land on objects the teacher sees; with no such mask they fall back to uniform.
+    The masks come from all three outputs the teacher gives for `PROBES` more uniform points (`inside_points`
+    says which are drawn); with none it is confident in, the rest are uniform too.
     """
     teacher.encode(framed)
+    size = framed.original_size
     n_uniform = max(1, min(count, round(count * uniform_fraction)))
-    prompts = _uniform_points(rng, n_uniform, framed.original_size)
+    prompts = _uniform_points(rng, n_uniform, size)
     logits, iou = teacher.decode(framed, prompts)
     n_inside = count - n_uniform
     if n_inside == 0:
         return prompts, logits, iou
     rows, cols = canvas_region(framed)
-    chosen = iou[:, :3].argmax(dim=1)
-    masks = logits[torch.arange(len(prompts)), chosen, :rows, :cols] > 0
-    cells = [torch.nonzero(mask).cpu().numpy() for mask in masks]
-    cells = [c for c in cells if len(c)]
-    if not cells:
-        inside = _uniform_points(rng, n_inside, framed.original_size)
-    else:
-        height, width = framed.original_size
-        scale = CANVAS_CELL * max(height, width) / max(framed.input_size)  # original px per canvas cell
-        inside = []
-        for _ in range(n_inside):
-            mask_cells = cells[int(rng.integers(len(cells)))]
-            row, col = mask_cells[int(rng.integers(len(mask_cells)))]
-            u = min((col + rng.uniform()) * scale, width - 1)
-            v = min((row + rng.uniform()) * scale, height - 1)
-            inside.append(Prompt(points=[(float(u), float(v))]))
+    probe_logits, probe_iou = teacher.decode(framed, _uniform_points(rng, PROBES, size))
+    masks = probe_logits[:, :3, :rows, :cols].flatten(0, 1) > 0
+    inside = inside_points(rng, masks, probe_iou[:, :3].flatten(), n_inside, framed)
+    inside = inside or _uniform_points(rng, n_inside, size)
     more_logits, more_iou = teacher.decode(framed, inside)
     return prompts + inside, torch.cat([logits, more_logits]), torch.cat([iou, more_iou])
 
@@ -241,12 +263,14 @@ def distillation_loss(
     teacher_logits: torch.Tensor,
     teacher_iou: torch.Tensor,
     covered: torch.Tensor,
+    iou_weight: float = 1.0,
 ) -> torch.Tensor:
     """20·focal + dice at the teacher's chosen output vs its binarised mask, + MSE of the 3 IoU predictions.
 
     Logits are (P, 4, rows, cols) on the image's part of the canvas; `covered` (P, rows, cols) marks the
     cells some valid token paints. Elsewhere the student is a constant it cannot change, so the target is
-    set to background there, where that constant already agrees.
+    set to background there, where that constant already agrees. `iou_weight` scales the MSE: the IoU
+    predictions decide which mask the student returns, so agreeing with the teacher needs them ranked alike.
     """
     index = torch.arange(student_logits.shape[0], device=student_logits.device)
     chosen = teacher_iou[:, :3].argmax(dim=1)
@@ -254,7 +278,7 @@ def distillation_loss(
     target = ((teacher_logits[index, chosen] > 0) & covered).float()
     mask_loss = 20 * focal_loss(student, target) + dice_loss(student, target)
     iou_loss = F.mse_loss(student_iou[:, :3].float(), teacher_iou[:, :3], reduction="none").mean(dim=1)
-    return (mask_loss + iou_loss).mean()
+    return (mask_loss + iou_weight * iou_loss).mean()
 
 
 def label_prompts(
@@ -296,7 +320,7 @@ def step_loss(
         targets = targets.to(logits.device) * covered
         loss, _ = sam_loss(logits[:, :3], iou[:, :3], targets[:, None])
         return loss
-    return distillation_loss(logits, iou, teacher_logits[:, :, :rows, :cols], teacher_iou, covered)
+    return distillation_loss(logits, iou, teacher_logits[:, :, :rows, :cols], teacher_iou, covered, config.iou_weight)
 
 
 @torch.no_grad()
