@@ -44,6 +44,7 @@ def stock_equivalent_options(sam: Sam) -> dict:
     grid = encoder.img_size // encoder.patch_embed.proj.kernel_size[0]
     return {"pattern": f"uniform:{2 * grid}", "attention": "window"}
 
+
 def non_default_options() -> dict:
     """A value other than the default for each foveated-model option, so mismatch tests follow the defaults."""
     return {

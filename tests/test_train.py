@@ -130,18 +130,23 @@ def test_bag_source(tmp_path):
         open_source(str(bag))
 
 
-def _canvas_cells(points, framed):
-    """The canvas cell (row, col) each single-point prompt falls in."""
-    scale = CANVAS_CELL * max(framed.original_size) / max(framed.input_size)
-    return [(int(p.points[0][1] // scale), int(p.points[0][0] // scale)) for p in points]
+@pytest.fixture(scope="module")
+def frame(tiny):
+    return FoveatedPredictor(tiny).frame
 
 
 @pytest.fixture(scope="module")
-def framed(tiny):
-    return FoveatedPredictor(tiny).frame.image(np.zeros((72, 96, 3), np.uint8), "cpu")
+def framed(frame):
+    return frame.image(np.zeros((72, 96, 3), np.uint8), "cpu")
 
 
-def test_prompts_inside_teacher_masks_favour_small_confident_ones(framed):
+def _canvas_cells(points, frame, framed):
+    """The canvas cell (row, col) each single-point prompt falls in, through the model's own prompt mapping."""
+    cells = frame.prompts(points, framed.original_size, torch.device("cpu")).points[:, 0] // CANVAS_CELL
+    return [(int(row), int(col)) for col, row in cells.tolist()]
+
+
+def test_prompts_inside_teacher_masks_favour_small_confident_ones(frame, framed):
     rows, cols = canvas_region(framed)
     masks = torch.zeros(3, rows, cols, dtype=torch.bool)
     masks[0, 10:12, 20:22] = True  # 4 cells
@@ -149,7 +154,7 @@ def test_prompts_inside_teacher_masks_favour_small_confident_ones(framed):
     masks[2] = True  # the whole image, but the teacher is not confident in it
     scores = torch.tensor([0.9, 0.9, CONFIDENT_IOU - 0.01])
     points = inside_points(np.random.default_rng(0), masks, scores, 2000, framed)
-    cells = _canvas_cells(points, framed)
+    cells = _canvas_cells(points, frame, framed)
     assert len(points) == 2000 and all(masks[0][c] or masks[1][c] for c in cells)
     assert sum(bool(masks[0][c]) for c in cells) / len(cells) == pytest.approx(0.8, abs=0.03)
     assert inside_points(np.random.default_rng(0), masks[2:], scores[2:], 5, framed) == []
@@ -157,7 +162,7 @@ def test_prompts_inside_teacher_masks_favour_small_confident_ones(framed):
 
 @settings(max_examples=30, deadline=None)
 @given(seed=st.integers(0, 2**32 - 1), count=st.integers(1, 6))
-def test_prompts_inside_teacher_masks_land_in_a_confident_mask(framed, seed, count):
+def test_prompts_inside_teacher_masks_land_in_a_confident_mask(frame, framed, seed, count):
     rng = np.random.default_rng(seed)
     rows, cols = canvas_region(framed)
     masks = torch.from_numpy(rng.random((4, rows, cols)) < rng.random((4, 1, 1)) * 0.05)
@@ -165,7 +170,8 @@ def test_prompts_inside_teacher_masks_land_in_a_confident_mask(framed, seed, cou
     points = inside_points(rng, masks, scores, count, framed)
     confident = masks[(scores >= CONFIDENT_IOU) & masks.flatten(1).any(1)]
     assert len(points) == (count if len(confident) else 0)
-    assert all(confident[:, row, col].any() for row, col in _canvas_cells(points, framed))
+    if points:
+        assert all(confident[:, row, col].any() for row, col in _canvas_cells(points, frame, framed))
 
 
 def test_on_the_uniform_pattern_the_student_starts_as_its_teacher(tiny, tmp_path):
