@@ -20,7 +20,7 @@ from segment_anything.modeling import Sam
 from stt_ros.foveation import DEFAULT_TOKENS, FoveationPattern
 from stt_ros.frame import FramedImage, FramedPrompts, SamFrame
 from stt_ros.model.checkpoints import load_sam
-from stt_ros.model.encoder import DEFAULT_ATTENTION, DEFAULT_PROPORTIONAL
+from stt_ros.model.encoder import DEFAULT_ATTENTION, DEFAULT_PROPORTIONAL, DEFAULT_WINDOW_PADDING
 from stt_ros.model.foveated_sam import SAM_TO_STT_ORDER, FoveatedSam, model_options, read_adapter_file
 from stt_ros.prompts import Prompt, validate_prompts
 
@@ -184,7 +184,7 @@ class FoveatedPredictor(_Predictor):
         attention: str = DEFAULT_ATTENTION,
         tokens: str = DEFAULT_TOKENS,
         proportional: bool = DEFAULT_PROPORTIONAL,
-        emulate_window_padding: bool = True,
+        emulate_window_padding: bool = DEFAULT_WINDOW_PADDING,
         dtype: str | torch.dtype | None = None,
         variant: str = "custom",
         **adapter_options,

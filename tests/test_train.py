@@ -33,6 +33,7 @@ from stt_ros.train.distill import (
     inside_points,
     train_adapters,
 )
+from stt_ros.train.reference import sam_loss
 
 SMALL_PATTERN = "1,2,4/4,4,8"  # covers a 256 frame from any fovea, with coarse tokens
 
@@ -248,12 +249,24 @@ def test_bad_settings_are_refused(change, message):
         tiny_config(**change).check(Scenes())
 
 
-def test_the_iou_weight_scales_only_the_iou_term():
+def _distillation_loss_at(weight: float) -> torch.Tensor:
     generator = torch.Generator().manual_seed(0)
     student, teacher = torch.randn(2, 3, 4, 8, 8, generator=generator).unbind(0)
     student_iou, teacher_iou = torch.rand(2, 3, 4, generator=generator).unbind(0)
     covered = torch.ones(3, 8, 8, dtype=torch.bool)
-    loss = [distillation_loss(student, student_iou, teacher, teacher_iou, covered, w) for w in (0.0, 1.0, 10.0)]
+    return distillation_loss(student, student_iou, teacher, teacher_iou, covered, weight)
+
+
+def _label_loss_at(weight: float) -> torch.Tensor:
+    generator = torch.Generator().manual_seed(0)
+    logits = torch.randn(3, 3, 8, 8, generator=generator)
+    targets = (torch.rand(3, 1, 8, 8, generator=generator) > 0.5).float()
+    return sam_loss(logits, torch.rand(3, 3, generator=generator), targets, iou_weight=weight)[0]
+
+
+@pytest.mark.parametrize("loss_at", [_distillation_loss_at, _label_loss_at], ids=["teacher", "labels"])
+def test_the_iou_weight_scales_only_the_iou_term(loss_at):
+    loss = [loss_at(weight) for weight in (0.0, 1.0, 10.0)]
     assert loss[1] > loss[0]
     assert torch.allclose(loss[2] - loss[0], 10 * (loss[1] - loss[0]))
 

@@ -64,8 +64,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--iou-weight",
         type=float,
         default=run_defaults.iou_weight,
-        help="weight of the IoU-prediction term in the distillation loss; the IoU predictions choose the "
-        "returned mask, so a larger weight (10) teaches the student to choose as the teacher does",
+        help="weight of the IoU-prediction term in the loss (distillation or labels); the IoU predictions "
+        "choose the returned mask, so a larger weight (10) teaches the student to choose as the teacher does",
     )
     parser.add_argument(
         "--val-images", type=int, default=run_defaults.val_images, help="images held out for validation"

@@ -16,6 +16,7 @@ from stt_ros.model.adapters import GEOMETRY_HIDDEN, PATCH_RANK, GeometricEncodin
 ATTENTION_MODES = ("window", "global")
 DEFAULT_ATTENTION = "window"  # SAM's own: windowed blocks stay windowed over the tokens
 DEFAULT_PROPORTIONAL = True  # a stride-s token weighs as the s² patches it replaces (README: variants table)
+DEFAULT_WINDOW_PADDING = True  # SAM pads a 64-cell grid to whole windows; emulating it keeps stock parity
 
 
 @dataclass
@@ -99,7 +100,7 @@ class FoveatedImageEncoder(nn.Module):
         pattern: FoveationPattern,
         attention: str = DEFAULT_ATTENTION,
         proportional: bool = DEFAULT_PROPORTIONAL,
-        emulate_window_padding: bool = True,
+        emulate_window_padding: bool = DEFAULT_WINDOW_PADDING,
         patch_rank: int = PATCH_RANK,
         geometry_hidden: int = GEOMETRY_HIDDEN,
     ) -> None:

@@ -14,7 +14,7 @@ from stt_ros.foveation import DEFAULT_TOKENS, TOKEN_MODES, FoveatedTokens, Fovea
 from stt_ros.frame import FramedPrompts
 from stt_ros.model.adapters import GEOMETRY_HIDDEN, PATCH_RANK
 from stt_ros.model.decoder import FoveatedMaskDecoder
-from stt_ros.model.encoder import DEFAULT_ATTENTION, DEFAULT_PROPORTIONAL, FoveatedImageEncoder
+from stt_ros.model.encoder import DEFAULT_ATTENTION, DEFAULT_PROPORTIONAL, DEFAULT_WINDOW_PADDING, FoveatedImageEncoder
 
 ADAPTER_FORMAT_VERSION = 1
 OUTSIDE_LOGIT = -20.0  # finite on purpose: SAM's bilinear upsampling turns -inf into NaN
@@ -74,7 +74,7 @@ class FoveatedSam(nn.Module):
         attention: str = DEFAULT_ATTENTION,
         tokens: str = DEFAULT_TOKENS,
         proportional: bool = DEFAULT_PROPORTIONAL,
-        emulate_window_padding: bool = True,
+        emulate_window_padding: bool = DEFAULT_WINDOW_PADDING,
         patch_rank: int = PATCH_RANK,
         geometry_hidden: int = GEOMETRY_HIDDEN,
         decoder: str = DEFAULT_DECODER,

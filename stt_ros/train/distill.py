@@ -35,7 +35,7 @@ from stt_ros.evaluation import evaluate, predictor_segmenter
 from stt_ros.foveation import DEFAULT_TOKENS
 from stt_ros.frame import FramedImage
 from stt_ros.model.adapters import GEOMETRY_HIDDEN, PATCH_RANK
-from stt_ros.model.encoder import DEFAULT_ATTENTION, DEFAULT_PROPORTIONAL
+from stt_ros.model.encoder import DEFAULT_ATTENTION, DEFAULT_PROPORTIONAL, DEFAULT_WINDOW_PADDING
 from stt_ros.model.foveated_sam import DECODER_RANK, DEFAULT_DECODER, OUTSIDE_LOGIT
 from stt_ros.plotting import plot_loss, pyplot
 from stt_ros.predictor import FoveatedPredictor, ReferencePredictor
@@ -57,7 +57,7 @@ def default_model_options() -> dict:
         "attention": DEFAULT_ATTENTION,
         "tokens": DEFAULT_TOKENS,
         "proportional": DEFAULT_PROPORTIONAL,
-        "emulate_window_padding": True,
+        "emulate_window_padding": DEFAULT_WINDOW_PADDING,
         "patch_rank": PATCH_RANK,
         "geometry_hidden": GEOMETRY_HIDDEN,
         "decoder": DEFAULT_DECODER,
@@ -80,7 +80,7 @@ class DistillConfig:
     accumulate: int = 1  # images per optimizer step (per process)
     prompts: int = 8  # prompts per image, all decoded against one teacher embedding
     uniform_fraction: float = 0.5  # the rest are sampled inside the teacher's masks
-    iou_weight: float = 1.0  # weight of the IoU-prediction MSE in the distillation loss (DESIGN §2.6: 1)
+    iou_weight: float = 1.0  # weight of the IoU-prediction MSE in either loss (DESIGN §2.6 and SAM: 1)
     val_images: int = 4
     val_prompts: int = 8
     eval_every: int = 100
@@ -318,7 +318,7 @@ def step_loss(
     covered = logits[:, 3] != OUTSIDE_LOGIT  # canvas cells no valid token paints hold exactly this value
     if config.target == "labels":
         targets = targets.to(logits.device) * covered
-        loss, _ = sam_loss(logits[:, :3], iou[:, :3], targets[:, None])
+        loss, _ = sam_loss(logits[:, :3], iou[:, :3], targets[:, None], iou_weight=config.iou_weight)
         return loss
     return distillation_loss(logits, iou, teacher_logits[:, :, :rows, :cols], teacher_iou, covered, config.iou_weight)
 

@@ -239,14 +239,18 @@ def mask_ious(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 
 def sam_loss(
-    logits: torch.Tensor, iou_pred: torch.Tensor, targets: torch.Tensor, focal_share: float = 1.0
+    logits: torch.Tensor,
+    iou_pred: torch.Tensor,
+    targets: torch.Tensor,
+    focal_share: float = 1.0,
+    iou_weight: float = 1.0,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """SAM's loss for N prompts x M outputs: 20·focal + dice at the best output, + MSE of predicted IoU.
 
     With `focal_share` < 1 the focal term is partly replaced by plain binary cross-entropy. From scratch,
     focal loss (positives weighted 0.25, likely pixels discounted) keeps a weak model's masks too small or
-    empty at SAM's threshold of 0; cross-entropy puts the threshold where the odds are even. Returns (total
-    loss, IoU of the best output per prompt) — the latter for logging.
+    empty at SAM's threshold of 0; cross-entropy puts the threshold where the odds are even. `iou_weight`
+    scales the MSE (SAM: 1). Returns (total loss, IoU of the best output per prompt) — the latter for logging.
     """
     logits = logits.float()
     targets = targets.expand_as(logits)
@@ -261,7 +265,7 @@ def sam_loss(
         actual_iou = mask_ious(logits > 0, targets > 0.5)
         best_iou = actual_iou.gather(1, mask_loss.argmin(dim=1, keepdim=True))[:, 0]
     iou_loss = F.mse_loss(iou_pred.float(), actual_iou, reduction="none").mean(dim=1)
-    return (best + iou_loss).mean(), best_iou
+    return (best + iou_weight * iou_loss).mean(), best_iou
 
 
 def grid_window(top: int, left: int, size: int) -> tuple[slice, ...]:
