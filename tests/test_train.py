@@ -33,7 +33,7 @@ from stt_ros.train.distill import (
     inside_points,
     train_adapters,
 )
-from stt_ros.train.reference import sam_loss
+from stt_ros.train.reference import dice_loss, focal_loss, mask_loss, sam_loss
 
 SMALL_PATTERN = "1,2,4/4,4,8"  # covers a 256 frame from any fovea, with coarse tokens
 
@@ -239,6 +239,7 @@ def test_cli_reports_bad_data(tmp_path, capsys):
     "change, message",
     [
         ({"iou_weight": -1.0}, "iou weight must be at least 0"),
+        ({"focal": 1.5}, "focal share must be in"),
         ({"uniform_fraction": 1.5}, "uniform fraction must be in"),
         ({"steps": 0}, "steps must be at least 1"),
         ({"val_images": 6}, "leave none of the 6 images"),
@@ -269,6 +270,18 @@ def test_the_iou_weight_scales_only_the_iou_term(loss_at):
     loss = [loss_at(weight) for weight in (0.0, 1.0, 10.0)]
     assert loss[1] > loss[0]
     assert torch.allclose(loss[2] - loss[0], 10 * (loss[1] - loss[0]))
+
+
+def test_the_focal_share_moves_the_mask_loss_from_focal_to_cross_entropy():
+    generator = torch.Generator().manual_seed(0)
+    logits = torch.randn(5, 8, 8, generator=generator)
+    targets = (torch.rand(5, 8, 8, generator=generator) > 0.5).float()
+    dice = dice_loss(logits, targets)
+    cross_entropy = torch.nn.functional.binary_cross_entropy_with_logits(logits, targets, reduction="none")
+    assert torch.allclose(mask_loss(logits, targets, 1.0), dice + 20 * focal_loss(logits, targets))
+    assert torch.allclose(mask_loss(logits, targets, 0.0), dice + cross_entropy.mean((-2, -1)))
+    halfway = (mask_loss(logits, targets, 1.0) + mask_loss(logits, targets, 0.0)) / 2
+    assert torch.allclose(mask_loss(logits, targets, 0.5), halfway)
 
 
 def _ddp_worker(rank: int, world: int, port: int, out: str) -> None:

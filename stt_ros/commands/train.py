@@ -68,6 +68,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "choose the returned mask, so a larger weight (10) teaches the student to choose as the teacher does",
     )
     parser.add_argument(
+        "--focal",
+        type=float,
+        default=run_defaults.focal,
+        help="share of the 20x focal term in the mask loss, the rest cross-entropy (1: DESIGN's and SAM's loss). "
+        "Focal loss shrinks the masks of a student that cannot see all the teacher sees; 0 keeps their size",
+    )
+    parser.add_argument(
         "--val-images", type=int, default=run_defaults.val_images, help="images held out for validation"
     )
     parser.add_argument(
@@ -132,6 +139,7 @@ def run(args: argparse.Namespace) -> int:
         prompts=args.prompts,
         uniform_fraction=args.uniform_fraction,
         iou_weight=args.iou_weight,
+        focal=args.focal,
         val_images=args.val_images,
         val_prompts=args.val_prompts,
         eval_every=args.eval_every,

@@ -41,7 +41,7 @@ from stt_ros.plotting import plot_loss, pyplot
 from stt_ros.predictor import FoveatedPredictor, ReferencePredictor
 from stt_ros.prompts import Prompt
 from stt_ros.train.data import Sample, Source
-from stt_ros.train.reference import dice_loss, focal_loss, learning_rate, mask_ious, sam_loss, save_atomic
+from stt_ros.train.reference import learning_rate, mask_ious, mask_loss, sam_loss, save_atomic
 
 TARGETS = ("teacher", "labels")
 TRAIN_STREAM, VAL_STREAM, SHUFFLE_STREAM, SPLIT_STREAM = 1, 2, 3, 4  # independent random streams per purpose
@@ -81,6 +81,7 @@ class DistillConfig:
     prompts: int = 8  # prompts per image, all decoded against one teacher embedding
     uniform_fraction: float = 0.5  # the rest are sampled inside the teacher's masks
     iou_weight: float = 1.0  # weight of the IoU-prediction MSE in either loss (DESIGN §2.6 and SAM: 1)
+    focal: float = 1.0  # share of the 20·focal mask term, the rest cross-entropy (DESIGN §2.6 and SAM: 1)
     val_images: int = 4
     val_prompts: int = 8
     eval_every: int = 100
@@ -97,6 +98,8 @@ class DistillConfig:
                 raise UserError(f"{name} must be at least 1, got {getattr(self, name)}")
         if self.iou_weight < 0:
             raise UserError(f"iou weight must be at least 0, got {self.iou_weight}")
+        if not 0.0 <= self.focal <= 1.0:
+            raise UserError(f"focal share must be in [0, 1], got {self.focal}")
         if not 0.0 <= self.uniform_fraction <= 1.0:
             raise UserError(f"uniform fraction must be in [0, 1], got {self.uniform_fraction}")
         if not 0 <= self.val_images < len(source):
@@ -264,6 +267,7 @@ def distillation_loss(
     teacher_iou: torch.Tensor,
     covered: torch.Tensor,
     iou_weight: float = 1.0,
+    focal_share: float = 1.0,
 ) -> torch.Tensor:
     """20·focal + dice at the teacher's chosen output vs its binarised mask, + MSE of the 3 IoU predictions.
 
@@ -271,14 +275,14 @@ def distillation_loss(
     cells some valid token paints. Elsewhere the student is a constant it cannot change, so the target is
     set to background there, where that constant already agrees. `iou_weight` scales the MSE: the IoU
     predictions decide which mask the student returns, so agreeing with the teacher needs them ranked alike.
+    `focal_share` < 1 replaces part of the focal term with cross-entropy (`mask_loss`).
     """
     index = torch.arange(student_logits.shape[0], device=student_logits.device)
     chosen = teacher_iou[:, :3].argmax(dim=1)
     student = student_logits[index, chosen].float()
     target = ((teacher_logits[index, chosen] > 0) & covered).float()
-    mask_loss = 20 * focal_loss(student, target) + dice_loss(student, target)
     iou_loss = F.mse_loss(student_iou[:, :3].float(), teacher_iou[:, :3], reduction="none").mean(dim=1)
-    return (mask_loss + iou_weight * iou_loss).mean()
+    return (mask_loss(student, target, focal_share) + iou_weight * iou_loss).mean()
 
 
 def label_prompts(
@@ -318,9 +322,10 @@ def step_loss(
     covered = logits[:, 3] != OUTSIDE_LOGIT  # canvas cells no valid token paints hold exactly this value
     if config.target == "labels":
         targets = targets.to(logits.device) * covered
-        loss, _ = sam_loss(logits[:, :3], iou[:, :3], targets[:, None], iou_weight=config.iou_weight)
+        loss, _ = sam_loss(logits[:, :3], iou[:, :3], targets[:, None], config.focal, config.iou_weight)
         return loss
-    return distillation_loss(logits, iou, teacher_logits[:, :, :rows, :cols], teacher_iou, covered, config.iou_weight)
+    teacher_logits = teacher_logits[:, :, :rows, :cols]
+    return distillation_loss(logits, iou, teacher_logits, teacher_iou, covered, config.iou_weight, config.focal)
 
 
 @torch.no_grad()

@@ -238,6 +238,23 @@ def mask_ious(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return torch.where(union > 0, inter / union.clamp(min=1), torch.ones_like(union))
 
 
+def mask_loss(logits: torch.Tensor, targets: torch.Tensor, focal_share: float = 1.0) -> torch.Tensor:
+    """SAM's mask loss per mask (leading dims kept): 20·focal + dice, the focal term partly cross-entropy.
+
+    With `focal_share` < 1 the focal term is partly replaced by plain binary cross-entropy. Focal loss
+    (positives weighted 0.25, likely pixels discounted) keeps a weak model's masks too small or empty at
+    SAM's threshold of 0 — from scratch, and in a student that cannot see all the teacher sees;
+    cross-entropy puts the threshold where the odds are even.
+    """
+    loss = dice_loss(logits, targets)
+    if focal_share > 0.0:
+        loss = loss + focal_share * 20.0 * focal_loss(logits, targets)
+    if focal_share < 1.0:
+        bce = F.binary_cross_entropy_with_logits(logits, targets, reduction="none").flatten(-2).mean(-1)
+        loss = loss + (1.0 - focal_share) * bce
+    return loss
+
+
 def sam_loss(
     logits: torch.Tensor,
     iou_pred: torch.Tensor,
@@ -245,25 +262,18 @@ def sam_loss(
     focal_share: float = 1.0,
     iou_weight: float = 1.0,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """SAM's loss for N prompts x M outputs: 20·focal + dice at the best output, + MSE of predicted IoU.
+    """SAM's loss for N prompts x M outputs: `mask_loss` at the best output, + MSE of predicted IoU.
 
-    With `focal_share` < 1 the focal term is partly replaced by plain binary cross-entropy. From scratch,
-    focal loss (positives weighted 0.25, likely pixels discounted) keeps a weak model's masks too small or
-    empty at SAM's threshold of 0; cross-entropy puts the threshold where the odds are even. `iou_weight`
-    scales the MSE (SAM: 1). Returns (total loss, IoU of the best output per prompt) — the latter for logging.
+    `iou_weight` scales the MSE (SAM: 1). Returns (total loss, IoU of the best output per prompt) — the
+    latter for logging.
     """
     logits = logits.float()
     targets = targets.expand_as(logits)
-    mask_loss = dice_loss(logits, targets)  # N x M
-    if focal_share > 0.0:
-        mask_loss = mask_loss + focal_share * 20.0 * focal_loss(logits, targets)
-    if focal_share < 1.0:
-        bce = F.binary_cross_entropy_with_logits(logits, targets, reduction="none").flatten(-2).mean(-1)
-        mask_loss = mask_loss + (1.0 - focal_share) * bce
-    best = mask_loss.min(dim=1).values
+    per_output = mask_loss(logits, targets, focal_share)  # N x M
+    best = per_output.min(dim=1).values
     with torch.no_grad():
         actual_iou = mask_ious(logits > 0, targets > 0.5)
-        best_iou = actual_iou.gather(1, mask_loss.argmin(dim=1, keepdim=True))[:, 0]
+        best_iou = actual_iou.gather(1, per_output.argmin(dim=1, keepdim=True))[:, 0]
     iou_loss = F.mse_loss(iou_pred.float(), actual_iou, reduction="none").mean(dim=1)
     return (best + iou_weight * iou_loss).mean(), best_iou
 
