@@ -235,6 +235,13 @@ def test_cli_reports_bad_data(tmp_path, capsys):
     assert "no images found" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(("flag", "message"), [("--focal", "focal share must be in"), ("--iou-weight", "iou weight")])
+def test_cli_passes_loss_options_to_the_run(tmp_path, capsys, flag, message):
+    args = ["train", "--data", "synthetic", "--synthetic-images", "3", "--val-images", "1", "--steps", "1"]
+    assert main([*args, flag, "-1", "--out", str(tmp_path / "a.pt")]) == 2
+    assert message in capsys.readouterr().err
+
+
 @pytest.mark.parametrize(
     "change, message",
     [
