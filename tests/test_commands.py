@@ -56,3 +56,19 @@ def test_bench_reports_json(capsys):
     for key in ("foveated_b1", "stock_b1", "foveated_batch", "stock_batch"):
         assert report[key]["median_ms"] > 0 and report[key]["runs"] >= 1
     assert report["speedup_b1"] == pytest.approx(report["stock_b1"]["median_ms"] / report["foveated_b1"]["median_ms"])
+
+
+@pytest.mark.parametrize("command", [["bench"], ["train", "--data", "synthetic", "--out", "a.pt"]])
+def test_model_options_default_to_the_chosen_configuration(command):
+    """Every command that builds a foveated model starts from the same defaults as the library and the node."""
+    from stt_ros.cli import build_parser
+    from stt_ros.foveation import DEFAULT_TOKENS
+    from stt_ros.model.encoder import DEFAULT_ATTENTION, DEFAULT_PROPORTIONAL
+    from stt_ros.ros.config import DEFAULTS
+
+    args = build_parser().parse_args(command)
+    chosen = (args.pattern, args.attention, args.tokens, args.proportional)
+    assert chosen == ("stt", DEFAULT_ATTENTION, DEFAULT_TOKENS, DEFAULT_PROPORTIONAL)
+    assert chosen == tuple(DEFAULTS[name] for name in ("pattern", "attention", "tokens", "proportional"))
+    windowed = build_parser().parse_args([*command, "--attention", "window", "--tokens", "pixel", "--no-proportional"])
+    assert (windowed.attention, windowed.tokens, windowed.proportional) == ("window", "pixel", False)

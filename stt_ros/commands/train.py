@@ -6,8 +6,7 @@ import argparse
 import os
 import time
 
-from stt_ros.foveation import TOKEN_MODES
-from stt_ros.model.encoder import ATTENTION_MODES
+from stt_ros.commands.model_options import add_model_options
 from stt_ros.model.foveated_sam import DECODER_MODES
 from stt_ros.train.distill import DistillConfig, default_model_options
 
@@ -86,17 +85,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--checkpoint-every", type=int, default=run_defaults.checkpoint_every, help="steps between checkpoints"
     )
-    parser.add_argument(
-        "--pattern", default=model["pattern"], help="foveation pattern: stt, uniform:G or STRIDES/GRIDS"
-    )
-    parser.add_argument("--attention", choices=ATTENTION_MODES, default=model["attention"])
-    parser.add_argument("--tokens", choices=TOKEN_MODES, default=model["tokens"])
-    parser.add_argument(
-        "--proportional",
-        action=argparse.BooleanOptionalAction,
-        default=model["proportional"],
-        help="proportional attention for coarse tokens",
-    )
+    add_model_options(parser, model["pattern"], model["attention"], model["tokens"], model["proportional"])
     parser.add_argument(
         "--patch-rank", type=int, default=model["patch_rank"], help="rank of the patch projection adapter"
     )

@@ -14,7 +14,7 @@ from stt_ros.foveation import FoveatedTokens, FoveationPattern, integral_image
 from stt_ros.model.adapters import GEOMETRY_HIDDEN, PATCH_RANK, GeometricEncodingAdapter, PatchProjectionAdapter
 
 ATTENTION_MODES = ("window", "global")
-DEFAULT_ATTENTION = "window"  # SAM's own: windowed blocks stay windowed over the tokens
+DEFAULT_ATTENTION = "global"  # foveated tokens attend to all others; leads window attention (README: variants table)
 DEFAULT_PROPORTIONAL = True  # a stride-s token weighs as the s² patches it replaces (README: variants table)
 DEFAULT_WINDOW_PADDING = True  # SAM pads a 64-cell grid to whole windows; emulating it keeps stock parity
 

@@ -35,7 +35,12 @@ PARAMETERS = (
     Parameter("device", "cuda", "torch device: cuda, cuda:1, cpu"),
     Parameter("dtype", "fp32", "fp32, fp16 or bf16 (autocast on GPU)"),
     Parameter("pattern", "stt", "foveation pattern: stt, uniform:G, or strides/grids (1,2,4,6,8/4,4,6,8,10)"),
-    Parameter("attention", DEFAULT_ATTENTION, "encoder attention over foveated tokens: window or global"),
+    Parameter(
+        "attention",
+        DEFAULT_ATTENTION,
+        "encoder attention over foveated tokens: global (every token attends to all) or window (SAM's windowed "
+        "blocks stay windowed)",
+    ),
     Parameter("tokens", DEFAULT_TOKENS, "coarse tokens: pooled (mean of patch embeddings) or pixel (box means)"),
     Parameter(
         "proportional",
