@@ -314,7 +314,7 @@ def test_ddp_on_cpu_with_gloo(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(1800)  # ~8 min alone on 2 CPU threads, more beside other work; the suite's limit is 600 s
+@pytest.mark.timeout(1800)  # ~6 min alone on 2 CPU threads, over 10 beside other work; the suite has 600 s
 @pytest.mark.xfail(
     reason="with the stage-7 reference teacher the recipe gains +0.021 agreement (window attention +0.033, "
     "300 steps +0.031); it gained +0.069 with the stage-6 teacher (docs/TRAINING.md). Remove this marker when "
