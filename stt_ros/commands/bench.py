@@ -12,9 +12,7 @@ import torch
 from stt_ros.bench import run_bench
 from stt_ros.commands.demo import BUILTIN_SEED, load_image
 from stt_ros.commands.model_options import add_model_options
-from stt_ros.foveation import DEFAULT_TOKENS
 from stt_ros.model.checkpoints import VARIANTS
-from stt_ros.model.encoder import DEFAULT_ATTENTION, DEFAULT_PROPORTIONAL
 from stt_ros.predictor import FoveatedPredictor, ReferencePredictor
 from stt_ros.scenes import generate_scene
 
@@ -48,7 +46,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--stock-repeats", type=int, default=5, help="timed runs of stock SAM at B=1")
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
     parser.add_argument("--image", type=Path, help="image file (default: the built-in 640x480 scene)")
-    add_model_options(parser, "stt", DEFAULT_ATTENTION, DEFAULT_TOKENS, DEFAULT_PROPORTIONAL)
+    add_model_options(parser)
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
     parser.set_defaults(handler=run)
 

@@ -85,7 +85,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--checkpoint-every", type=int, default=run_defaults.checkpoint_every, help="steps between checkpoints"
     )
-    add_model_options(parser, model["pattern"], model["attention"], model["tokens"], model["proportional"])
+    add_model_options(parser)
     parser.add_argument(
         "--patch-rank", type=int, default=model["patch_rank"], help="rank of the patch projection adapter"
     )
