@@ -29,6 +29,8 @@ from stt_ros.train.reference import (
     instance_contrast_loss,
     make_batch,
     pretrain_prompt_path,
+    sam_loss,
+    size_weight,
     train_reference,
 )
 
@@ -92,9 +94,14 @@ def test_batches_are_deterministic_and_mix_prompt_kinds() -> None:
 
 @pytest.mark.parametrize(
     ("overrides", "message"),
-    [({"crop": 6}, "multiple of the attention window 4"), ({"crop": -8}, "multiple"), ({"crops": 0}, "at least 1")],
+    [
+        ({"crop": 6}, "multiple of the attention window 4"),
+        ({"crop": -8}, "multiple"),
+        ({"crops": 0}, "at least 1"),
+        ({"small_object_weighting": -0.5}, "small_object_weighting must be at least 0"),
+    ],
 )
-def test_train_config_refuses_crops_that_break_the_frame_geometry(overrides: dict, message: str) -> None:
+def test_train_config_refuses_bad_settings(overrides: dict, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         _tiny_train_config(**overrides)
 
@@ -146,8 +153,41 @@ def test_the_command_trains_the_shipped_recipe_unless_told_otherwise() -> None:
     from stt_ros.commands.train_reference import config_from_args
 
     assert config_from_args(build_parser().parse_args(["train-reference"])) == TrainConfig()
-    args = build_parser().parse_args(["train-reference", "--steps", "7", "--seed", "3", "--init", "w.pt"])
-    assert config_from_args(args) == replace(TrainConfig(), steps=7, seed=3, init="w.pt")
+    args = build_parser().parse_args(
+        ["train-reference", "--steps", "7", "--seed", "3", "--init", "w.pt", "--small-object-weighting", "0.5"]
+    )
+    assert config_from_args(args) == replace(TrainConfig(), steps=7, seed=3, init="w.pt", small_object_weighting=0.5)
+
+
+def test_size_weight_counts_objects_under_four_by_four_tokens_more() -> None:
+    assert [size_weight(px, 0.5) for px in (256, 1024, 4096, 50_000)] == [4.0, 2.0, 1.0, 1.0]
+    assert size_weight(256, 0.0) == 1.0
+
+
+def test_prompts_carry_the_size_weight_of_their_object() -> None:
+    sam = build_sam(tiny_config())
+    seen = []
+    for weighting in (0.0, 0.5):
+        batch = make_batch(sam, _tiny_train_config(crop=0, small_object_weighting=weighting), 1)
+        for group in (group for crop in batch.crops for group in crop.groups):
+            # An integer 4x area-average: each target sums to the object's pixel count / 16.
+            pixels = (group["targets"].sum((1, 2, 3)) * 16).round().int().tolist()
+            expected = [size_weight(px, weighting) for px in pixels]
+            assert group["weights"].tolist() == pytest.approx(expected)
+            seen.extend(group["weights"].tolist())
+    assert min(seen) == 1.0 and max(seen) > 1.5  # the tiny frame (256 px) has objects well under 4,096 px
+
+
+def test_prompt_weights_make_the_loss_a_weighted_mean() -> None:
+    generator = torch.Generator().manual_seed(0)
+    logits = torch.randn(3, 3, 8, 8, generator=generator)
+    iou_pred = torch.rand(3, 3, generator=generator)
+    targets = (torch.rand(3, 1, 8, 8, generator=generator) > 0.5).float()
+    alone = [sam_loss(logits[i : i + 1], iou_pred[i : i + 1], targets[i : i + 1])[0] for i in range(3)]
+    uniform = sam_loss(logits, iou_pred, targets, weights=torch.full((3,), 2.5))[0]
+    assert torch.allclose(uniform, sam_loss(logits, iou_pred, targets)[0])
+    weighted = sam_loss(logits, iou_pred, targets, weights=torch.tensor([3.0, 1.0, 0.0]))[0]
+    assert torch.allclose(weighted, (3 * alone[0] + alone[1]) / 4)
 
 
 def test_prompts_fall_inside_their_crop_in_frame_coordinates() -> None:

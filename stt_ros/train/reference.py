@@ -39,6 +39,7 @@ RELPOS = ("rel_pos_h", "rel_pos_w")
 CONTENT_SCALE = 0.3  # image embedding and point labels start this much smaller (see init_for_training)
 ATTENTION_GAIN = 3.0  # decoder query/key projections start this much larger (see init_for_training)
 PRETEXT_RADIUS = 48.0  # px in the 1024 frame: the single output's disk in pretrain_prompt_path
+SMALL_OBJECT_PX = 4096  # 4 x 4 tokens of the 1024 frame: objects below it count more with small_object_weighting
 
 
 @dataclass
@@ -53,6 +54,7 @@ class TrainConfig:
     focal: float = 0.0  # share of SAM's 20·focal term in the mask loss; the rest is cross-entropy (sam_loss)
     max_instances: int = 12
     min_instance_px: int = 64  # instances with fewer pixels in a crop (1024 frame) get no prompt
+    small_object_weighting: float = 0.0  # loss weight (SMALL_OBJECT_PX / px) ** this for smaller objects
     crop: int = 16  # crop side in tokens (a multiple of the attention window); 0: the whole frame
     crops: int = 8  # crops per step, encoded as one batch
     crops_per_scene: int = 4  # crops cut from each scene (scenes cost about as much as the model step)
@@ -70,6 +72,8 @@ class TrainConfig:
             raise ValueError(
                 f"crop must be 0 (whole frames) or a multiple of the attention window {window}, got {self.crop}"
             )
+        if self.small_object_weighting < 0:
+            raise ValueError(f"small_object_weighting must be at least 0, got {self.small_object_weighting}")
         if self.crops < 1 or self.crops_per_scene < 1:
             raise ValueError(
                 f"crops and crops_per_scene must be at least 1, got {self.crops} and {self.crops_per_scene}"
@@ -82,7 +86,7 @@ class Crop:
 
     top: int  # token row of its top-left corner in the 64 x 64 grid
     left: int  # token column
-    groups: list[dict]  # each: points/labels or boxes (1024-frame pixels), targets (Nx1xMxM soft), multimask
+    groups: list[dict]  # each: points/labels or boxes (1024-frame pixels), targets (Nx1xMxM soft), weights, multimask
     token_ids: torch.Tensor  # size x size instance id under each token (0 background, -1 mixed: ignored)
 
 
@@ -126,12 +130,21 @@ def _crop_origin(rng: np.random.Generator, ids: np.ndarray, size: int, patch: in
     return origin[0], origin[1]
 
 
+def size_weight(pixels: int, exponent: float) -> float:
+    """Loss weight of an object's prompts: (SMALL_OBJECT_PX / pixels) ** exponent below SMALL_OBJECT_PX, else 1.
+
+    Objects one or two tokens wide are a third of the scenes' objects and the reference model's weakest
+    size; weighting their prompts up is oversampling them without decoding more prompts.
+    """
+    return max(1.0, SMALL_OBJECT_PX / pixels) ** exponent
+
+
 def _prompt_groups(rng: np.random.Generator, ids: np.ndarray, offset: tuple[int, int], config: TrainConfig) -> list:
     """SAM's prompt mix for the instances visible in `ids` (a crop of the frame's instance map).
 
     Single points get the 3-mask output (loss at the best), 2–4 points (half the time one negative) and
     jittered boxes the single output. Coordinates are in 1024-frame pixels, so prompts keep their place in
-    the frame's positional encoding.
+    the frame's positional encoding. Each prompt carries its object's `size_weight`.
     """
     low = ids.shape[0] // 4  # SAM's low-resolution mask grid
     counts = np.bincount(ids.ravel())
@@ -145,19 +158,20 @@ def _prompt_groups(rng: np.random.Generator, ids: np.ndarray, offset: tuple[int,
         mask = ids == k
         ys, xs = np.nonzero(mask)
         target = cv2.resize(mask.astype(np.float32), (low, low), interpolation=cv2.INTER_AREA)
-        kinds["point"].append(([_sample_point(rng, ys + dy, xs + dx)], [1], target))
+        weight = size_weight(int(counts[k]), config.small_object_weighting)
+        kinds["point"].append(([_sample_point(rng, ys + dy, xs + dx)], [1], target, weight))
         if rng.random() < 0.5:
             points = [_sample_point(rng, ys + dy, xs + dx) for _ in range(n_multi)]
             labels = [1] * n_multi
             outside = np.nonzero(~mask)
             if rng.random() < 0.5 and len(outside[0]):
                 points[-1], labels[-1] = _sample_point(rng, outside[0] + dy, outside[1] + dx), 0
-            kinds["points"].append((points, labels, target))
+            kinds["points"].append((points, labels, target, weight))
         else:
             x0, y0, x1, y1 = float(xs.min()), float(ys.min()), float(xs.max() + 1), float(ys.max() + 1)
             jitter = rng.normal(0, 0.1, 4) * np.array([x1 - x0, y1 - y0, x1 - x0, y1 - y0])
             box = np.clip(np.array([x0, y0, x1, y1]) + np.clip(jitter, -20, 20), 0, ids.shape[0])
-            kinds["box"].append(((box + np.array([dx, dy, dx, dy])).tolist(), None, target))
+            kinds["box"].append(((box + np.array([dx, dy, dx, dy])).tolist(), None, target, weight))
     groups = []
     for kind, items in kinds.items():
         if not items:
@@ -168,7 +182,8 @@ def _prompt_groups(rng: np.random.Generator, ids: np.ndarray, offset: tuple[int,
         else:
             labels = torch.tensor([item[1] for item in items])
             group = {"points": (torch.tensor([item[0] for item in items]), labels), "boxes": None}
-        group.update(targets=targets, multimask=kind == "point")
+        weights = torch.tensor([item[3] for item in items], dtype=torch.float32)
+        group.update(targets=targets, weights=weights, multimask=kind == "point")
         groups.append(group)
     return groups
 
@@ -261,11 +276,12 @@ def sam_loss(
     targets: torch.Tensor,
     focal_share: float = 1.0,
     iou_weight: float = 1.0,
+    weights: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """SAM's loss for N prompts x M outputs: `mask_loss` at the best output, + MSE of predicted IoU.
 
-    `iou_weight` scales the MSE (SAM: 1). Returns (total loss, IoU of the best output per prompt) — the
-    latter for logging.
+    `iou_weight` scales the MSE (SAM: 1); `weights` (N) make the mean over prompts a weighted one.
+    Returns (total loss, IoU of the best output per prompt) — the latter for logging.
     """
     logits = logits.float()
     targets = targets.expand_as(logits)
@@ -275,7 +291,11 @@ def sam_loss(
         actual_iou = mask_ious(logits > 0, targets > 0.5)
         best_iou = actual_iou.gather(1, per_output.argmin(dim=1, keepdim=True))[:, 0]
     iou_loss = F.mse_loss(iou_pred.float(), actual_iou, reduction="none").mean(dim=1)
-    return (best + iou_weight * iou_loss).mean(), best_iou
+    per_prompt = best + iou_weight * iou_loss
+    if weights is None:
+        return per_prompt.mean(), best_iou
+    weights = weights.to(per_prompt)
+    return (per_prompt * weights).sum() / weights.sum(), best_iou
 
 
 def grid_window(top: int, left: int, size: int) -> tuple[slice, ...]:
@@ -334,12 +354,12 @@ def forward_loss(
     focal_share: float = 1.0,
     instance_contrast_weight: float = 0.0,
 ) -> tuple[torch.Tensor, float]:
-    """Encode every crop in one pass, decode its prompt groups against it; mean loss over prompts."""
+    """Encode every crop in one pass, decode its prompt groups against it; prompts weighted by object size."""
     origins = [(crop.top, crop.left) for crop in batch.crops]
     embeddings = encode_crops(sam.image_encoder, batch.images.to(device), origins)
     full_pe = sam.prompt_encoder.get_dense_pe()
     size = batch.size
-    losses, ious = [], []
+    losses, ious, total_weight = [], [], 0.0
     for embedding, crop in zip(embeddings, batch.crops, strict=True):
         window = grid_window(crop.top, crop.left, size)
         for group in crop.groups:
@@ -355,16 +375,17 @@ def forward_loss(
                 dense_prompt_embeddings=dense[window],
                 multimask_output=group["multimask"],
             )
-            loss, best_iou = sam_loss(logits, iou_pred, group["targets"].to(device), focal_share)
-            losses.append(loss * len(best_iou))
+            weights = group["weights"]
+            loss, best_iou = sam_loss(logits, iou_pred, group["targets"].to(device), focal_share, weights=weights)
+            losses.append(loss * float(weights.sum()))
+            total_weight += float(weights.sum())
             ious.append(best_iou)
     contrast = instance_contrast_weight * instance_contrast_loss(
         embeddings, torch.stack([crop.token_ids for crop in batch.crops])
     )
     if not losses:  # no instance in any crop: only the pretext term has something to learn
         return contrast, float("nan")
-    n = sum(len(i) for i in ious)
-    return torch.stack(losses).sum() / n + contrast, float(torch.cat(ious).mean())
+    return torch.stack(losses).sum() / total_weight + contrast, float(torch.cat(ious).mean())
 
 
 def init_for_training(sam: Sam) -> Sam:
