@@ -402,6 +402,8 @@ def run_evaluation(options: EvalOptions, predictor: Any, reference: Any | None =
         roles = _topics(options, bag)
         out.mkdir(parents=True, exist_ok=True)
         run = Evaluation(options, predictor, reference)
+        if bag.salvaged:
+            run.problems.add("unfinished_recording", bag.salvaged)
         total = bag.counts[options.image_topic]
         bar = tqdm(
             total=total if options.limit is None else min(total, options.limit),

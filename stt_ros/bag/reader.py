@@ -2,11 +2,14 @@
 
 Bags come from robots: recordings get killed mid-write, copied half-way, or lose their metadata.yaml.
 `Bag` accepts a bag directory, its metadata.yaml or a bare .db3/.mcap file, names the bag and topic in
-every error, and reports one undecodable message as `Skipped` instead of ending the run.
+every error, and reports one undecodable message as `Skipped` instead of ending the run. An MCAP file
+left unfinished by an interrupted recorder is read up to its last complete record (`salvage`), loudly.
 """
 
 from __future__ import annotations
 
+import tempfile
+import warnings
 from collections.abc import Collection, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +20,7 @@ from rosbags.rosbag2 import Reader
 from rosbags.typesys import get_types_from_idl, get_types_from_msg
 from rosbags.typesys.store import Typestore
 
+from stt_ros.bag.salvage import salvage_mcap
 from stt_ros.errors import UserError
 from stt_ros.messages import typestore
 
@@ -92,6 +96,12 @@ def _storage_from_metadata(metadata: Path) -> str:
     return "unknown"
 
 
+def _opened(path: Path) -> Reader:
+    reader = Reader(path)
+    reader.open()
+    return reader
+
+
 class Bag:
     """An open rosbag2 bag: its topics, and its messages deserialized in receive-time order."""
 
@@ -99,6 +109,8 @@ class Bag:
         self.path = Path(path)
         self.source, self.storage = resolve_bag_path(path)
         self._store: Typestore = typestore()
+        self._scratch: tempfile.TemporaryDirectory | None = None
+        self.salvaged: str | None = None  # what was kept of an unfinished recording, when it was one
         try:
             self._reader = self._open(self.source)
         except Exception as error:  # rosbags raises ReaderError, KeyError, apsw and zstd errors alike
@@ -119,21 +131,34 @@ class Bag:
     def close(self) -> None:
         if self._reader.is_open:
             self._reader.close()
+        if self._scratch is not None:
+            self._scratch.cleanup()
 
     def _open(self, source: Path) -> Reader:
-        """Open `source`; a directory whose metadata.yaml is broken is read through its one storage file."""
+        """Open `source`, else its one storage file (a broken metadata.yaml), else a salvaged unfinished MCAP."""
         try:
-            reader = Reader(source)
-            reader.open()
-            return reader
+            return _opened(source)
         except Exception:
-            files = [p for p in source.iterdir() if p.suffix in STORAGE_SUFFIXES] if source.is_dir() else []
+            files = [source] if source.is_file() else [p for p in source.iterdir() if p.suffix in STORAGE_SUFFIXES]
             if len(files) != 1:
                 raise
             self.source, self.storage = files[0], STORAGE_SUFFIXES[files[0].suffix]
-            reader = Reader(self.source)
-            reader.open()
-            return reader
+            salvaged = self._salvage(files[0]) if self.storage == "mcap" else None
+            if salvaged is not None:
+                return _opened(salvaged)
+            if files[0] == source:
+                raise
+            return _opened(files[0])
+
+    def _salvage(self, original: Path) -> Path | None:
+        """A finished copy of the complete records of an unfinished MCAP file; None if it is not one."""
+        self._scratch = tempfile.TemporaryDirectory(prefix="stt_salvage_")
+        salvaged = salvage_mcap(original, Path(self._scratch.name))
+        if salvaged is None:
+            return None
+        self.salvaged = salvaged.describe(original)
+        warnings.warn(self.salvaged, UserWarning, stacklevel=4)
+        return salvaged.path
 
     def _describe(self, error: BaseException, what: str) -> str:
         detail = " ".join(str(error).split()).rstrip(".") or type(error).__name__

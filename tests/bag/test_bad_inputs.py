@@ -11,7 +11,7 @@ import pytest
 import stt_ros.cli as cli
 from stt_ros.bag.evaluate import EvalOptions, run_evaluation
 from stt_ros.bag.reader import Bag, BagError
-from stt_ros.bag.sample import GT_TOPIC, PROMPT_TOPIC, stamped_header
+from stt_ros.bag.sample import GT_TOPIC, PROMPT_TOPIC, stamped_header, write_sample_bag
 from stt_ros.bag.writer import BagWriter
 from stt_ros.conversions import MessageKit
 
@@ -42,7 +42,9 @@ def test_damaged_storage_file_is_one_clear_line(sample_bags, tmp_path, monkeypat
     bag = shutil.copytree(sample_bags[storage], tmp_path / "bag")
     path = storage_file(bag)
     data = path.read_bytes()
-    path.write_bytes({"truncate": data[: len(data) // 2], "garbage": bytes(range(256)) * 8, "empty": b""}[damage])
+    # An MCAP file cut short keeps its complete chunks (test_salvage.py); this one is cut inside its only chunk.
+    truncated = data[: 1000 if storage == "mcap" else len(data) // 2]
+    path.write_bytes({"truncate": truncated, "garbage": bytes(range(256)) * 8, "empty": b""}[damage])
     code, err = run_cli(
         monkeypatch,
         capsys,
@@ -55,6 +57,17 @@ def test_damaged_storage_file_is_one_clear_line(sample_bags, tmp_path, monkeypat
     )
     assert code == 2 and err.count("\n") == 1 and "Traceback" not in err
     assert str(bag) in err and storage in err
+
+
+def test_an_interrupted_mcap_recording_is_evaluated_up_to_its_last_complete_chunk(tmp_path, predictors):
+    bag = write_sample_bag(tmp_path / "bag", "mcap", frames=6, width=320, height=240)  # ~2 frames per chunk
+    path = storage_file(bag)
+    path.write_bytes(path.read_bytes()[: path.stat().st_size * 3 // 4])
+    with pytest.warns(UserWarning, match="unfinished MCAP recording"):
+        metrics = evaluate(bag, tmp_path / "out", predictors, gt_topic=GT_TOPIC)
+    assert metrics["run"]["status"] == "complete" and 0 < metrics["frames"] < 6
+    assert metrics["input"]["counts"]["unfinished_recording"] == 1
+    assert "unfinished recording: 1" in (tmp_path / "out" / "report.md").read_text()
 
 
 def test_missing_bag_and_topics(sample_bags, tmp_path, predictors):
