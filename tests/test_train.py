@@ -31,6 +31,7 @@ from stt_ros.train.distill import (
     distillation_loss,
     distributed,
     inside_points,
+    split,
     train_adapters,
 )
 from stt_ros.train.reference import dice_loss, focal_loss, mask_loss, sam_loss
@@ -240,6 +241,28 @@ def test_cli_passes_loss_options_to_the_run(tmp_path, capsys, flag, message):
     args = ["train", "--data", "synthetic", "--synthetic-images", "3", "--val-images", "1", "--steps", "1"]
     assert main([*args, flag, "-1", "--out", str(tmp_path / "a.pt")]) == 2
     assert message in capsys.readouterr().err
+
+
+def test_the_run_seed_leaves_the_split_alone_and_the_data_seed_moves_it():
+    assert split(20, tiny_config(seed=0)) == split(20, tiny_config(seed=7))
+    assert split(20, tiny_config(data_seed=1)) != split(20, tiny_config())
+    train, validation = split(20, tiny_config(data_seed=1))
+    assert sorted(train + validation) == list(range(20)) and len(validation) == 2
+
+
+def test_cli_gives_the_data_seed_to_the_data_and_the_seed_to_the_run(tmp_path, monkeypatch):
+    import stt_ros.train.distill as distill
+
+    seen = {}
+
+    def capture(sam, source, config, out, resume=False):
+        seen.update(source=source, config=config)
+        raise UserError("captured")
+
+    monkeypatch.setattr(distill, "train_adapters", capture)
+    args = ["train", "--variant", "reference", "--data", "synthetic", "--seed", "3", "--data-seed", "2"]
+    assert main([*args, "--out", str(tmp_path / "a.pt"), "--device", "cpu"]) == 2
+    assert (seen["config"].seed, seen["config"].data_seed, seen["source"].seed) == (3, 2, 2)
 
 
 @pytest.mark.parametrize(

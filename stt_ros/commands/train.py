@@ -41,7 +41,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--steps", type=int, default=run_defaults.steps, help="optimizer steps")
     parser.add_argument(
-        "--seed", type=int, default=run_defaults.seed, help="run seed: split, shuffling, prompts, initialisation"
+        "--seed",
+        type=int,
+        default=run_defaults.seed,
+        help="run seed: shuffling, training prompts, adapter initialisation. The data and validation stay fixed, "
+        "so runs that differ only in --seed compare",
+    )
+    parser.add_argument(
+        "--data-seed",
+        type=int,
+        default=run_defaults.data_seed,
+        help="data seed: the synthetic scenes, the train/validation split and the validation prompts",
     )
     parser.add_argument("--lr", type=float, default=run_defaults.lr, help="peak AdamW learning rate")
     parser.add_argument(
@@ -113,7 +123,7 @@ def run(args: argparse.Namespace) -> int:
 
     torch.set_num_threads(args.threads)
     source = open_source(
-        args.data, args.image_topic, args.image_root, args.max_images, args.synthetic_images, args.seed
+        args.data, args.image_topic, args.image_root, args.max_images, args.synthetic_images, args.data_seed
     )
     target = args.target if args.target != "auto" else ("labels" if isinstance(source, CocoSource) else "teacher")
     config = DistillConfig(
@@ -122,6 +132,7 @@ def run(args: argparse.Namespace) -> int:
         target=target,
         steps=args.steps,
         seed=args.seed,
+        data_seed=args.data_seed,
         lr=args.lr,
         warmup=args.warmup,
         accumulate=args.accumulate,

@@ -8,8 +8,8 @@ the teacher chose: 20·focal + dice against the teacher's binarised mask, plus M
 predictions against the teacher's.
 With ground-truth masks (`target="labels"`) the same loop uses SAM's own loss against them instead.
 
-Every random choice derives from (seed, step, rank), so a run is deterministic and a resumed run continues
-bit-for-bit. Under `torchrun` each process trains on its shard of the images and gradients are averaged.
+Every random choice derives from (seed or data_seed, step, rank), so a run is deterministic and a resumed run
+continues bit-for-bit. Under `torchrun` each process trains on its shard of the images and gradients are averaged.
 """
 
 from __future__ import annotations
@@ -73,7 +73,8 @@ class DistillConfig:
     data: str = "synthetic"
     target: str = "teacher"  # "teacher": distillation; "labels": supervised on ground-truth masks
     steps: int = 1000
-    seed: int = 0
+    seed: int = 0  # the run: shuffling, training prompts, adapter initialisation
+    data_seed: int = 0  # synthetic scenes, the split and validation prompts: fixed across a sweep of `seed`
     lr: float = 1e-3
     weight_decay: float = 0.01
     warmup: int = 50
@@ -168,7 +169,7 @@ def distributed(device: str | None) -> Iterator[torch.device]:
 
 def split(count: int, config: DistillConfig) -> tuple[list[int], list[int]]:
     """(train, validation) image indices: a seeded permutation, the first `val_images` held out."""
-    order = np.random.default_rng([config.seed, SPLIT_STREAM]).permutation(count).tolist()
+    order = np.random.default_rng([config.data_seed, SPLIT_STREAM]).permutation(count).tolist()
     return order[config.val_images :], order[: config.val_images]
 
 
@@ -343,7 +344,7 @@ def validate(
     """
     agreement, gt_student, gt_teacher = [], [], []
     for sample, index in samples:
-        rng = np.random.default_rng([config.seed, VAL_STREAM, index])
+        rng = np.random.default_rng([config.data_seed, VAL_STREAM, index])
         framed = predictor.frame.image(sample.image, predictor.device)
         prompts, teacher_logits, teacher_iou = teacher_prompts(
             rng, teacher, framed, config.val_prompts, config.uniform_fraction
