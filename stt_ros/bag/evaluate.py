@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -381,25 +382,25 @@ def _topics(options: EvalOptions, bag: Bag) -> dict[str, str]:
     return roles
 
 
-def check_inputs(options: EvalOptions) -> None:
-    """Fail on a bad bag, topic or output directory before any (slow) model loading."""
+def check_inputs(options: EvalOptions, bag: Bag) -> dict[str, str]:
+    """Fail on a bad topic or output directory (before any slow model loading); the role of each topic."""
     results_path = Path(options.out) / RESULTS_BAG
     if results_path.exists():
         raise BagError(f"{results_path} exists from an earlier run; choose another --out or remove it")
-    with Bag(options.bag) as bag:
-        _topics(options, bag)
+    return _topics(options, bag)
 
 
-def run_evaluation(options: EvalOptions, predictor: Any, reference: Any | None = None) -> dict:
+def run_evaluation(options: EvalOptions, predictor: Any, reference: Any | None = None, bag: Bag | None = None) -> dict:
     """Evaluate, write results bag, prompts.jsonl, metrics.json, report.md and plots; return the metrics.
 
-    Raises BagError (after writing every output) when the bag stops being readable part-way.
+    `bag` is `options.bag` already open (the command checks it before loading the model); opening a bag
+    can cost a full scan, and a salvaged one a copy. Raises BagError (after writing every output) when the
+    bag stops being readable part-way.
     """
-    check_inputs(options)
     out = Path(options.out)
     results_path = out / RESULTS_BAG
-    with Bag(options.bag) as bag:
-        roles = _topics(options, bag)
+    with nullcontext(bag) if bag is not None else Bag(options.bag) as bag:
+        roles = check_inputs(options, bag)
         out.mkdir(parents=True, exist_ok=True)
         run = Evaluation(options, predictor, reference)
         if bag.salvaged:

@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from stt_ros.bag.evaluate import EvalOptions, check_inputs, run_evaluation
+from stt_ros.bag.reader import Bag
 from stt_ros.binding import FrameBuffer
 from stt_ros.model.checkpoints import VARIANTS
 
@@ -77,11 +78,12 @@ def run(args: argparse.Namespace) -> int:
             "adapter": args.adapter or "none",
         },
     )
-    check_inputs(options)
-    predictor = FoveatedPredictor.build(args.variant, args.checkpoint, args.adapter, args.device)
-    options.model["device"] = predictor.device
-    reference = ReferencePredictor(predictor.sam, variant=args.variant) if args.compare_sam else None
-    metrics = run_evaluation(options, predictor, reference)
+    with Bag(options.bag) as bag:
+        check_inputs(options, bag)
+        predictor = FoveatedPredictor.build(args.variant, args.checkpoint, args.adapter, args.device)
+        options.model["device"] = predictor.device
+        reference = ReferencePredictor(predictor.sam, variant=args.variant) if args.compare_sam else None
+        metrics = run_evaluation(options, predictor, reference, bag)
     iou, agreement, latency = metrics["iou"], metrics["sam_agreement"], metrics["timing"]["frame_latency"]
     summary = [f"{metrics['frames']} frames, {metrics['prompts']} prompts"]
     if iou.get("count"):

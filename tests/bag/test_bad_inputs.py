@@ -59,15 +59,35 @@ def test_damaged_storage_file_is_one_clear_line(sample_bags, tmp_path, monkeypat
     assert str(bag) in err and storage in err
 
 
-def test_an_interrupted_mcap_recording_is_evaluated_up_to_its_last_complete_chunk(tmp_path, predictors):
-    bag = write_sample_bag(tmp_path / "bag", "mcap", frames=6, width=320, height=240)  # ~2 frames per chunk
+@pytest.fixture
+def interrupted_bag(tmp_path):
+    """A 6-frame mcap bag (about 2 frames per chunk) cut at three quarters, as a killed recorder leaves it."""
+    bag = write_sample_bag(tmp_path / "bag", "mcap", frames=6, width=320, height=240)
     path = storage_file(bag)
     path.write_bytes(path.read_bytes()[: path.stat().st_size * 3 // 4])
+    return bag
+
+
+def test_an_interrupted_recording_is_evaluated_up_to_its_last_complete_chunk(interrupted_bag, tmp_path, predictors):
     with pytest.warns(UserWarning, match="unfinished MCAP recording"):
-        metrics = evaluate(bag, tmp_path / "out", predictors, gt_topic=GT_TOPIC)
+        metrics = evaluate(interrupted_bag, tmp_path / "out", predictors, gt_topic=GT_TOPIC)
     assert metrics["run"]["status"] == "complete" and 0 < metrics["frames"] < 6
     assert metrics["input"]["counts"]["unfinished_recording"] == 1
     assert "unfinished recording: 1" in (tmp_path / "out" / "report.md").read_text()
+
+
+def test_the_command_opens_and_salvages_the_bag_once(interrupted_bag, tmp_path, monkeypatch, capsys):
+    import stt_ros.bag.reader as reader
+
+    calls = []
+    salvage = reader.salvage_mcap
+    monkeypatch.setattr(reader, "salvage_mcap", lambda *args: calls.append(args) or salvage(*args))
+    out = tmp_path / "out"
+    argv = ["eval-bag", str(interrupted_bag), "--image-topic", "/camera/image_raw", "--gt-topic", GT_TOPIC]
+    with pytest.warns(UserWarning, match="unfinished"):
+        code, _ = run_cli(monkeypatch, capsys, *argv, "--out", str(out), "--device", "cpu", "--no-progress")
+    assert code == 0 and len(calls) == 1
+    assert json.loads((out / "metrics.json").read_text())["input"]["counts"]["unfinished_recording"] == 1
 
 
 def test_missing_bag_and_topics(sample_bags, tmp_path, predictors):
