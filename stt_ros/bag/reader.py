@@ -114,6 +114,8 @@ class Bag:
         try:
             self._reader = self._open(self.source)
         except Exception as error:  # rosbags raises ReaderError, KeyError, apsw and zstd errors alike
+            if self._scratch is not None:
+                self._scratch.cleanup()
             raise BagError(self._describe(error, "cannot open")) from None
         self.connections: list[Connection] = list(self._reader.connections)
         self.topics: dict[str, str] = {c.topic: c.msgtype for c in self.connections}
@@ -155,6 +157,8 @@ class Bag:
         self._scratch = tempfile.TemporaryDirectory(prefix="stt_salvage_")
         salvaged = salvage_mcap(original, Path(self._scratch.name))
         if salvaged is None:
+            self._scratch.cleanup()
+            self._scratch = None
             return None
         self.salvaged = salvaged.describe(original)
         warnings.warn(self.salvaged, UserWarning, stacklevel=4)

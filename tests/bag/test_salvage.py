@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from rosbags.rosbag2 import Reader, StoragePlugin, Writer
 
-from stt_ros.bag.reader import Bag
+from stt_ros.bag.reader import Bag, BagError
 from stt_ros.bag.salvage import salvage_mcap
 from stt_ros.bag.writer import BAG_VERSION
 
@@ -96,4 +96,14 @@ def test_a_bag_directory_is_salvaged_through_a_scratch_copy_that_goes_with_it(ch
     monkeypatch.setattr(tempfile, "tempdir", str(scratch))
     with pytest.warns(UserWarning, match="unfinished"), Bag(tmp_path / "bag") as bag:
         assert bag.counts == {"/chatter": MESSAGES} and any(scratch.iterdir())
+    assert not any(scratch.iterdir())
+
+
+def test_a_cut_inside_the_first_chunk_is_the_clear_error_and_leaves_no_scratch(chunked_mcap, tmp_path, monkeypatch):
+    cut = _cut(chunked_mcap, tmp_path, 1000)
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
+    with pytest.raises(BagError, match="mcap recover"):
+        Bag(cut)
     assert not any(scratch.iterdir())
