@@ -377,8 +377,9 @@ def forward_loss(
             )
             weights = group["weights"]
             loss, best_iou = sam_loss(logits, iou_pred, group["targets"].to(device), focal_share, weights=weights)
-            losses.append(loss * float(weights.sum()))
-            total_weight += float(weights.sum())
+            group_weight = float(weights.sum())
+            losses.append(loss * group_weight)
+            total_weight += group_weight
             ious.append(best_iou)
     contrast = instance_contrast_weight * instance_contrast_loss(
         embeddings, torch.stack([crop.token_ids for crop in batch.crops])
