@@ -22,6 +22,7 @@ from stt_ros.scenes import generate_scene
 from stt_ros.testing import tiny_config, tiny_sam
 from stt_ros.train.reference import (
     TrainConfig,
+    WeightAverage,
     _token_ids,
     encode_crops,
     forward_loss,
@@ -99,6 +100,8 @@ def test_batches_are_deterministic_and_mix_prompt_kinds() -> None:
         ({"crop": -8}, "multiple"),
         ({"crops": 0}, "at least 1"),
         ({"small_object_weighting": -0.5}, "small_object_weighting must be at least 0"),
+        ({"ema": 1.0}, r"ema must be a decay in \[0, 1\)"),
+        ({"ema": -0.1}, "ema must be a decay"),
     ],
 )
 def test_train_config_refuses_bad_settings(overrides: dict, message: str) -> None:
@@ -153,10 +156,11 @@ def test_the_command_trains_the_shipped_recipe_unless_told_otherwise() -> None:
     from stt_ros.commands.train_reference import config_from_args
 
     assert config_from_args(build_parser().parse_args(["train-reference"])) == TrainConfig()
-    args = build_parser().parse_args(
-        ["train-reference", "--steps", "7", "--seed", "3", "--init", "w.pt", "--small-object-weighting", "0.5"]
+    flags = "--steps 7 --seed 3 --init w.pt --small-object-weighting 0.5 --ema 0.998"
+    args = build_parser().parse_args(["train-reference", *flags.split()])
+    assert config_from_args(args) == replace(
+        TrainConfig(), steps=7, seed=3, init="w.pt", small_object_weighting=0.5, ema=0.998
     )
-    assert config_from_args(args) == replace(TrainConfig(), steps=7, seed=3, init="w.pt", small_object_weighting=0.5)
 
 
 def test_size_weight_counts_objects_under_four_by_four_tokens_more() -> None:
@@ -231,8 +235,38 @@ def test_a_crop_is_encoded_as_the_whole_frame_of_a_sam_cut_to_it() -> None:
     torch.testing.assert_close(crops, torch.cat([expected, expected]), rtol=1e-5, atol=1e-5)
 
 
-def test_resume_continues_bit_for_bit(tmp_path: Path) -> None:
-    config = _tiny_train_config()
+def test_weight_average_ramps_its_decay_up_and_ignores_the_model_it_started_from() -> None:
+    model = torch.nn.Linear(2, 1)
+    with torch.no_grad():
+        model.weight.fill_(10.0)
+    average = WeightAverage(model, decay=0.5)
+    with torch.no_grad():
+        model.weight.fill_(0.0)
+    average.update(model)  # decay min(0.5, 1/10): 0.1 * 10 + 0.9 * 0
+    assert torch.allclose(average.model.weight, torch.full((1, 2), 1.0))
+    with torch.no_grad():
+        model.weight.fill_(2.0)
+    average.update(model)  # decay min(0.5, 2/11)
+    assert torch.allclose(average.model.weight, torch.full((1, 2), 2 / 11 * 1.0 + 9 / 11 * 2.0))
+    for _ in range(20):
+        average.update(model)  # the ramp has reached 0.5: the distance to 2 halves each update
+    assert torch.allclose(average.model.weight, torch.full((1, 2), 2.0), atol=1e-4)
+    assert not average.model.weight.requires_grad and model.weight.requires_grad
+
+
+def test_a_run_with_a_weight_average_writes_the_average_and_checkpoints_both(tmp_path: Path) -> None:
+    train_reference(_tiny_train_config(ema=0.9), tmp_path / "a.pt", progress=False)
+    written = torch.load(tmp_path / "a.pt", weights_only=True)["state_dict"]
+    checkpoint = torch.load(tmp_path / "a.ckpt", weights_only=True)
+    average, raw = checkpoint["average"]["model"], checkpoint["model"]
+    assert checkpoint["average"]["updates"] == 4
+    assert all(torch.equal(written[key], average[key].half()) for key in written)
+    assert any(not torch.equal(average[key], raw[key]) for key in written)
+
+
+@pytest.mark.parametrize("ema", [0.0, 0.9])
+def test_resume_continues_bit_for_bit(tmp_path: Path, ema: float) -> None:
+    config = _tiny_train_config(ema=ema)
     straight = train_reference(config, tmp_path / "a.pt", progress=False)
     train_reference(config, tmp_path / "b.pt", progress=False, stop_after=2)
     resumed = train_reference(config, tmp_path / "b.pt", resume=True, progress=False)

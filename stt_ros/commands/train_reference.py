@@ -21,6 +21,7 @@ OPTIONS = (
     "prompt_pretext",
     "instance_contrast",
     "small_object_weighting",
+    "ema",
     "checkpoint_every",
     "eval_every",
     "init",
@@ -76,6 +77,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         type=float,
         help="x in the loss weight (4096 / px) ** x of prompts on objects under 4,096 px (4 x 4 tokens) of the 1024 "
         "frame: 0.5 counts a one-token object 4 times. Oversamples small objects at no extra cost (0: off)",
+    )
+    parser.add_argument(
+        "--ema",
+        type=float,
+        help="decay of an exponential moving average of the weights (e.g. 0.998: about the last 500 steps); the "
+        "average is what is evaluated and written to OUT, the raw weights stay in the checkpoint (0: off)",
     )
     parser.add_argument("--checkpoint-every", type=int, help="steps between checkpoints")
     parser.add_argument("--eval-every", type=int, help="steps between held-out evaluations (0: off)")

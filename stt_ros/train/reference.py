@@ -8,6 +8,7 @@ deterministic and a resumed run continue bit-for-bit.
 
 from __future__ import annotations
 
+import copy
 import math
 import time
 from dataclasses import asdict, dataclass, field
@@ -60,6 +61,7 @@ class TrainConfig:
     crops_per_scene: int = 4  # crops cut from each scene (scenes cost about as much as the model step)
     prompt_pretext: int = 300  # steps of pretrain_prompt_path before the first scene
     instance_contrast: float = 1.0  # weight of the encoder's dense pretext term (instance_contrast_loss)
+    ema: float = 0.0  # decay of the weight average that is evaluated and written (WeightAverage); 0: the raw weights
     checkpoint_every: int = 100
     eval_every: int = 500
     eval_scenes: int = 8
@@ -74,6 +76,8 @@ class TrainConfig:
             )
         if self.small_object_weighting < 0:
             raise ValueError(f"small_object_weighting must be at least 0, got {self.small_object_weighting}")
+        if not 0 <= self.ema < 1:
+            raise ValueError(f"ema must be a decay in [0, 1), got {self.ema}")
         if self.crops < 1 or self.crops_per_scene < 1:
             raise ValueError(
                 f"crops and crops_per_scene must be at least 1, got {self.crops} and {self.crops_per_scene}"
@@ -477,6 +481,35 @@ def pretrain_prompt_path(sam: Sam, steps: int, seed: int, lr: float = 2e-3, batc
     return iou
 
 
+class WeightAverage:
+    """An exponential moving average of a model's weights, the model that a run evaluates and writes.
+
+    One whole frame per step makes the last step's weights noisy; averaging them over the last few hundred
+    steps is cheaper than a larger batch (two runs' weights averaged gained 0.008 mIoU, MODEL_CARD.md). The
+    decay ramps up as (1 + n) / (10 + n) over the first updates, so the starting weights are soon forgotten.
+    """
+
+    def __init__(self, model: torch.nn.Module, decay: float) -> None:
+        self.decay = decay
+        self.updates = 0
+        self.model = copy.deepcopy(model).eval().requires_grad_(False)
+
+    def update(self, model: torch.nn.Module) -> None:
+        decay = min(self.decay, (1 + self.updates) / (10 + self.updates))
+        with torch.no_grad():
+            for average, current in zip(self.model.state_dict().values(), model.state_dict().values(), strict=True):
+                if average.is_floating_point():
+                    average.lerp_(current, 1 - decay)
+        self.updates += 1
+
+    def state_dict(self) -> dict:
+        return {"updates": self.updates, "model": self.model.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.updates = state["updates"]
+        self.model.load_state_dict(state["model"])
+
+
 def learning_rate(config: TrainConfig, step: int) -> float:
     """Linear warmup, then cosine decay to 5% of the peak."""
     if step < config.warmup:
@@ -558,9 +591,13 @@ def train_reference(
             if progress:
                 tqdm.write(f"prompt-path pretext: {config.prompt_pretext} steps, disk IoU {iou:.2f}")
     optimizer = torch.optim.AdamW(sam.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    average = WeightAverage(sam, config.ema) if config.ema else None
     if start:
         sam.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
+        if average:
+            average.load_state_dict(state["average"])
+    written = average.model if average else sam  # what is evaluated and saved to `out`
     use_amp = dev.type == "cuda"
     end = min(config.steps, stop_after if stop_after is not None else config.steps)
     bar = tqdm(range(start, end), initial=start, total=end, disable=not progress, desc="train-reference")
@@ -575,6 +612,8 @@ def train_reference(
         loss.backward()
         torch.nn.utils.clip_grad_norm_(sam.parameters(), 1.0)
         optimizer.step()
+        if average:
+            average.update(sam)
         record = {
             "step": step + 1,
             "loss": float(loss.detach()),
@@ -585,8 +624,8 @@ def train_reference(
         if config.eval_every and (done % config.eval_every == 0 or done == config.steps):
             from stt_ros.evaluation import evaluate_sam, heldout_scenes
 
-            sam.eval()
-            record["heldout_miou"] = evaluate_sam(sam, heldout_scenes(config.eval_scenes)).miou
+            written.eval()
+            record["heldout_miou"] = evaluate_sam(written, heldout_scenes(config.eval_scenes)).miou
             sam.train()
         history.append(record)
         bar.set_postfix(loss=f"{record['loss']:.3f}", iou=f"{best_iou:.2f}", s=f"{time.monotonic() - began:.0f}")
@@ -601,11 +640,12 @@ def train_reference(
                     "optimizer": optimizer.state_dict(),
                     "history": history,
                     "init": init_meta,
+                    **({"average": average.state_dict()} if average else {}),
                 },
                 checkpoint,
             )
             meta = {"steps": done, "seed": config.seed, "train_config": asdict(config), "init": init_meta}
-            save_reference_weights(sam, sam_config, out, meta)
+            save_reference_weights(written, sam_config, out, meta)
             plot_history(history, out.with_name(out.stem + "_loss.png"))
     sam.eval()
     return history
