@@ -16,6 +16,7 @@ COMMAND_MODULES = (
     "stt_ros.commands.eval_bag",
     "stt_ros.commands.make_sample_bag",
     "stt_ros.commands.train_reference",
+    "stt_ros.commands.average_reference",
     "stt_ros.commands.variants",
     "stt_ros.commands.train",
 )

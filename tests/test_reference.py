@@ -14,6 +14,7 @@ from stt_ros.evaluation import evaluate, evaluate_sam, heldout_scenes
 from stt_ros.model.reference import (
     REFERENCE_CONFIG,
     REFERENCE_WEIGHTS,
+    average_reference_weights,
     load_reference_sam,
     save_reference_weights,
 )
@@ -312,6 +313,41 @@ def test_weights_round_trip_and_clear_errors(tmp_path: Path) -> None:
         load_reference_sam(path=tmp_path / "missing.pt")
     with pytest.raises(ValueError, match="different SAM shape"):
         load_reference_sam(path=tmp_path / "w.pt")
+
+
+def test_averaged_weights_are_the_mean_of_their_files_and_record_them(tmp_path: Path) -> None:
+    config = tiny_config()
+    for seed in (0, 1):
+        torch.manual_seed(seed)
+        save_reference_weights(build_sam(config), config, tmp_path / f"w{seed}.pt", {"seed": seed})
+    paths = [tmp_path / "w0.pt", tmp_path / "w1.pt"]
+    average_reference_weights(paths, tmp_path / "avg.pt", config)
+    inputs = [load_reference_sam(path=path, config=config).state_dict() for path in paths]
+    averaged = load_reference_sam(path=tmp_path / "avg.pt", config=config).state_dict()
+    for key, value in averaged.items():
+        torch.testing.assert_close(value, ((inputs[0][key] + inputs[1][key]) / 2).half().float())
+    assert torch.load(tmp_path / "avg.pt", weights_only=True)["meta"] == {"average_of": [{"seed": 0}, {"seed": 1}]}
+    with pytest.raises(ValueError, match="at least two weights files, got 1"):
+        average_reference_weights(paths[:1], tmp_path / "one.pt", config)
+    with pytest.raises(ValueError, match="different SAM shape"):
+        average_reference_weights(paths, tmp_path / "x.pt")  # tiny files are not the reference shape
+    assert not (tmp_path / "x.pt").exists()
+
+
+def test_the_average_command_writes_and_measures_the_soup(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    from stt_ros.cli import main
+
+    out = tmp_path / "soup.pt"
+    shipped_twice = [str(REFERENCE_WEIGHTS), str(REFERENCE_WEIGHTS)]
+    assert main(["average-reference", *shipped_twice, "--out", str(out), "--eval-scenes", "1"]) == 0
+    measured = [line.rsplit(": ", 1)[1] for line in capsys.readouterr().out.splitlines() if "held-out" in line]
+    assert len(measured) == 3 and len(set(measured)) == 1  # both inputs and the average: the same model
+    shipped = torch.load(REFERENCE_WEIGHTS, weights_only=True)
+    soup = torch.load(out, weights_only=True)
+    assert all(torch.equal(soup["state_dict"][key], value) for key, value in shipped["state_dict"].items())
+    assert soup["meta"]["average_of"] == [shipped["meta"], shipped["meta"]]
+    assert main(["average-reference", str(out), str(tmp_path / "missing.pt"), "--out", str(out)]) == 2
+    assert "missing.pt" in capsys.readouterr().err
 
 
 def test_evaluation_scores_a_perfect_segmenter_at_one() -> None:

@@ -8,6 +8,7 @@ and mask decoder), only narrower and shallower.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
@@ -83,3 +84,19 @@ def load_reference_sam(
         )
     sam.load_state_dict({key: value.float() for key, value in state.items()})
     return sam.to(device).eval()
+
+
+def average_reference_weights(
+    paths: Sequence[str | Path], out: str | Path, config: SamConfig = REFERENCE_CONFIG
+) -> None:
+    """Write the uniform average of several weights files of one shape (a "model soup").
+
+    Runs continued from the same weights with different scenes land in one basin; their average scores
+    higher than either (MODEL_CARD.md). The output's meta lists the meta of every file it averages.
+    """
+    if len(paths) < 2:
+        raise ValueError(f"averaging needs at least two weights files, got {len(paths)}")
+    states = [load_reference_sam("cpu", path, config).state_dict() for path in paths]
+    sam = build_sam(config)
+    sam.load_state_dict({key: sum(state[key] for state in states) / len(states) for key in states[0]})
+    save_reference_weights(sam, config, out, {"average_of": [reference_weights_meta(path) for path in paths]})
