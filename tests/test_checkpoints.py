@@ -28,6 +28,22 @@ def test_missing_file_is_a_clear_error(tmp_path):
         load_sam("vit_b", tmp_path / "sam_vit_b.pth")
 
 
+def test_the_reference_variant_loads_your_own_trained_weights(tmp_path):
+    from stt_ros.model.reference import REFERENCE_CONFIG, save_reference_weights
+    from stt_ros.model.sam_config import build_sam
+
+    torch.manual_seed(0)
+    mine = build_sam(REFERENCE_CONFIG)
+    save_reference_weights(mine, REFERENCE_CONFIG, tmp_path / "mine.pt")
+    loaded = load_sam("reference", tmp_path / "mine.pt")
+    assert all(torch.equal(loaded.state_dict()[key], value.half().float()) for key, value in mine.state_dict().items())
+    with pytest.raises(CheckpointError, match="stt train-reference --out"):
+        load_sam("reference", tmp_path / "missing.pt")
+    save_reference_weights(tiny_sam(0), tiny_config(), tmp_path / "tiny.pt")
+    with pytest.raises(ValueError, match="different SAM shape"):
+        load_sam("reference", tmp_path / "tiny.pt")
+
+
 def test_truncated_file(tmp_path, tiny_checkpoint):
     truncated = tmp_path / "truncated.pth"
     truncated.write_bytes(tiny_checkpoint.read_bytes()[:2000])

@@ -10,6 +10,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from stt_ros.commands.model_options import CHECKPOINT_HELP
 from stt_ros.conversions import overlay_image
 from stt_ros.errors import UserError
 from stt_ros.masks import interior_point, mask_iou
@@ -54,9 +55,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "(default: the interior point of the three largest objects of the built-in scene, or the image centre)",
     )
     parser.add_argument("--variant", default="reference", choices=VARIANTS, help="SAM variant (default: %(default)s)")
-    parser.add_argument(
-        "--checkpoint", help="official SAM .pth for vit_b/l/h, or 'random' for random weights (timing only)"
-    )
+    parser.add_argument("--checkpoint", help=CHECKPOINT_HELP)
     parser.add_argument("--adapter", type=Path, help="trained adapter file from `stt train`")
     parser.add_argument("--device", help="cpu or cuda (default: cuda when available)")
     parser.add_argument("--multimask", default="auto", help="auto, best, largest, single, 0, 1 or 2")

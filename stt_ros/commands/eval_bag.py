@@ -8,6 +8,7 @@ from pathlib import Path
 from stt_ros.bag.evaluate import EvalOptions, check_inputs, run_evaluation
 from stt_ros.bag.reader import Bag
 from stt_ros.binding import FrameBuffer
+from stt_ros.commands.model_options import CHECKPOINT_HELP
 from stt_ros.model.checkpoints import VARIANTS
 
 
@@ -37,9 +38,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--out", type=Path, default=Path("eval_out"), help="output directory (default: %(default)s)")
     parser.add_argument("--variant", choices=VARIANTS, default="reference", help="default: %(default)s")
-    parser.add_argument(
-        "--checkpoint", help="official SAM .pth for vit_b/l/h, or 'random'; the reference model needs none"
-    )
+    parser.add_argument("--checkpoint", help=CHECKPOINT_HELP)
     parser.add_argument("--adapter", help="trained adapter weights for the variant")
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
     parser.add_argument(

@@ -8,6 +8,11 @@ from stt_ros.foveation import TOKEN_MODES
 from stt_ros.model.encoder import ATTENTION_MODES
 from stt_ros.train.distill import default_model_options
 
+CHECKPOINT_HELP = (
+    "official SAM .pth for vit_b/l/h; for the reference variant, a `stt train-reference` weights file "
+    "(default: the shipped one); 'random' for random weights (timing and smoke tests only: masks are noise)"
+)
+
 
 def add_model_options(parser: argparse.ArgumentParser) -> None:
     """--pattern, --attention, --tokens and --[no-]proportional, defaulting to the library's chosen model."""

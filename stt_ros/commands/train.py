@@ -6,7 +6,7 @@ import argparse
 import os
 import time
 
-from stt_ros.commands.model_options import add_model_options
+from stt_ros.commands.model_options import CHECKPOINT_HELP, add_model_options
 from stt_ros.model.foveated_sam import DECODER_MODES
 from stt_ros.train.distill import DistillConfig, default_model_options
 
@@ -25,7 +25,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     run_defaults, model = DistillConfig(), default_model_options()
     parser.add_argument("--variant", default="reference", help="vit_b, vit_l, vit_h or reference")
-    parser.add_argument("--checkpoint", help="official SAM .pth for vit_b/l/h ('random' only for smoke tests)")
+    parser.add_argument("--checkpoint", help=CHECKPOINT_HELP)
     parser.add_argument("--data", required=True, help="image folder, COCO .json, ROS 2 bag, or 'synthetic'")
     parser.add_argument("--image-topic", help="image topic when --data is a bag, e.g. /camera/image_raw")
     parser.add_argument("--image-root", help="folder of the COCO images (default: the .json's folder)")

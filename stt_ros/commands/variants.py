@@ -6,6 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
+from stt_ros.commands.model_options import CHECKPOINT_HELP
 from stt_ros.evaluation import heldout_scenes
 from stt_ros.model.checkpoints import VARIANTS, load_sam
 from stt_ros.plotting import pyplot
@@ -24,7 +25,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         ),
     )
     parser.add_argument("--variant", default="reference", choices=VARIANTS, help="SAM variant (default: %(default)s)")
-    parser.add_argument("--checkpoint", help="official SAM .pth for vit_b/l/h")
+    parser.add_argument("--checkpoint", help=CHECKPOINT_HELP)
     parser.add_argument(
         "--adapter",
         help="a trained adapter file (stt train): adds a row for the configuration it was trained for, with its "

@@ -33,8 +33,8 @@ def variant_config(variant: str) -> SamConfig:
 def load_sam(variant: str, checkpoint: str | Path | None = None, device: str | torch.device = "cpu") -> Sam:
     """A SAM in eval mode on `device`.
 
-    `checkpoint` is a path to an official `.pth` (vit_b/l/h), "random" for random weights (smoke tests and
-    benchmarks only; warns), or None for the shipped reference model.
+    `checkpoint` is a path to an official `.pth` (vit_b/l/h) or, for "reference", to a `stt train-reference`
+    weights file (None: the shipped one); "random" gives random weights (smoke tests and benchmarks only; warns).
     """
     config = variant_config(variant)
     if checkpoint is not None and str(checkpoint) == RANDOM:
@@ -46,11 +46,14 @@ def load_sam(variant: str, checkpoint: str | Path | None = None, device: str | t
         LOGGER.warning(message)
         sam = randomize_positions(build_sam(config), torch.Generator().manual_seed(0))
         return sam.to(device)
-    if checkpoint is None:
-        if variant == "reference":
-            from stt_ros.model.reference import load_reference_sam
+    if variant == "reference":
+        from stt_ros.model.reference import load_reference_sam
 
-            return load_reference_sam(device=device)
+        try:
+            return load_reference_sam(device, checkpoint)
+        except FileNotFoundError as error:
+            raise CheckpointError(str(error)) from None
+    if checkpoint is None:
         raise CheckpointError(
             f"variant {variant} needs a checkpoint: pass the path of the official SAM file "
             f"(e.g. sam_{variant}_....pth), or checkpoint='random' for random weights"

@@ -30,7 +30,12 @@ class Parameter:
 
 PARAMETERS = (
     Parameter("variant", "vit_b", "SAM variant: vit_b, vit_l, vit_h, or reference (the shipped toy model)"),
-    Parameter("checkpoint", "", "official SAM .pth path; 'random' for random weights (smoke tests only)"),
+    Parameter(
+        "checkpoint",
+        "",
+        "official SAM .pth path; for variant reference a `stt train-reference` weights file (empty: the shipped "
+        "one); 'random' for random weights (smoke tests only)",
+    ),
     Parameter("adapter", "", "trained adapter file; empty: the untrained (identity) adapters"),
     Parameter("device", "cuda", "torch device: cuda, cuda:1, cpu"),
     Parameter("dtype", "fp32", "fp32, fp16 or bf16 (autocast on GPU)"),
@@ -111,14 +116,13 @@ class NodeConfig:
             _positive(values, name, float, allow_zero=True)
         _positive(values, "diagnostics_period", float)
         checkpoint = str(values["checkpoint"])
-        if values["variant"] != "reference":
-            if not checkpoint:
-                raise ValueError(
-                    f"parameter checkpoint is empty: give the path of the official SAM {values['variant']} "
-                    f"file, or '{RANDOM_CHECKPOINT}' to run on random weights (masks are noise)"
-                )
-            if checkpoint != RANDOM_CHECKPOINT and not Path(checkpoint).expanduser().is_file():
-                raise ValueError(f"parameter checkpoint: no file at {checkpoint!r}; download it or fix it")
+        if values["variant"] != "reference" and not checkpoint:
+            raise ValueError(
+                f"parameter checkpoint is empty: give the path of the official SAM {values['variant']} "
+                f"file, or '{RANDOM_CHECKPOINT}' to run on random weights (masks are noise)"
+            )
+        if checkpoint and checkpoint != RANDOM_CHECKPOINT and not Path(checkpoint).expanduser().is_file():
+            raise ValueError(f"parameter checkpoint: no file at {checkpoint!r}; download it or fix it")
         adapter = str(values["adapter"])
         if adapter and not Path(adapter).expanduser().is_file():
             raise ValueError(f"parameter adapter: no file at {adapter!r}; fix the path or leave it empty")

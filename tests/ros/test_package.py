@@ -70,6 +70,8 @@ def test_config_validation(tmp_path):
     config = NodeConfig.from_values({"checkpoint": "random", "multimask": "2", "prompt_tolerance": 0.05})
     assert config.multimask == 2 and config.tolerance_ns == 50_000_000 and config.max_tracks == 8
     assert NodeConfig.from_values({"variant": "reference"}).checkpoint == ""
+    with pytest.raises(ValueError, match="no file at"):  # the reference model from your own training run
+        NodeConfig.from_values({"variant": "reference", "checkpoint": str(tmp_path / "mine.pt")})
     for bad, match in [
         ({"image_transport": "theora"}, "image_transport"),
         ({"camera_model": "fisheye"}, "camera_model"),
