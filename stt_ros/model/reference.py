@@ -35,7 +35,7 @@ REFERENCE_CONFIG = SamConfig(
 REFERENCE_WEIGHTS = Path(__file__).resolve().parent.parent / "weights" / "reference_sam.pt"
 # What the shipped weights can do, said wherever they are used; update it with MODEL_CARD.md on retraining.
 REFERENCE_STATUS = (
-    "trained to held-out single-point mIoU 0.754 (oracle-of-3 0.803) against a 0.80 target: masks follow the "
+    "trained to held-out single-point mIoU 0.766 (oracle-of-3 0.810) against a 0.80 target: masks follow the "
     "prompted object but are coarse (see stt_ros/weights/MODEL_CARD.md)"
 )
 
