@@ -8,7 +8,7 @@ from pathlib import Path
 from stt_ros.bag.evaluate import EvalOptions, check_inputs, run_evaluation
 from stt_ros.bag.reader import Bag
 from stt_ros.binding import FrameBuffer
-from stt_ros.commands.model_options import CHECKPOINT_HELP
+from stt_ros.commands.model_options import CHECKPOINT_HELP, add_model_options, chosen_model_options
 from stt_ros.model.checkpoints import VARIANTS
 
 
@@ -40,6 +40,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--variant", choices=VARIANTS, default="reference", help="default: %(default)s")
     parser.add_argument("--checkpoint", help=CHECKPOINT_HELP)
     parser.add_argument("--adapter", help="trained adapter weights for the variant")
+    add_model_options(parser, adapter_decides=True)
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
     parser.add_argument(
         "--compare-sam",
@@ -75,11 +76,14 @@ def run(args: argparse.Namespace) -> int:
             "variant": args.variant,
             "checkpoint": args.checkpoint or "shipped",
             "adapter": args.adapter or "none",
+            **{name: str(value) for name, value in chosen_model_options(args).items()},
         },
     )
     with Bag(options.bag) as bag:
         check_inputs(options, bag)
-        predictor = FoveatedPredictor.build(args.variant, args.checkpoint, args.adapter, args.device)
+        predictor = FoveatedPredictor.build(
+            args.variant, args.checkpoint, args.adapter, args.device, **chosen_model_options(args)
+        )
         options.model["device"] = predictor.device
         reference = ReferencePredictor(predictor.sam, variant=args.variant) if args.compare_sam else None
         metrics = run_evaluation(options, predictor, reference, bag)

@@ -14,33 +14,54 @@ CHECKPOINT_HELP = (
 )
 
 
-def add_model_options(parser: argparse.ArgumentParser) -> None:
-    """--pattern, --attention, --tokens and --[no-]proportional, defaulting to the library's chosen model."""
+MODEL_OPTIONS = ("pattern", "attention", "tokens", "proportional")
+
+
+def add_model_options(parser: argparse.ArgumentParser, adapter_decides: bool = False) -> None:
+    """--pattern, --attention, --tokens and --[no-]proportional, defaulting to the library's chosen model.
+
+    With `adapter_decides` they default to unset, so an --adapter file's own settings apply (and a given option
+    must agree with them); without an adapter, unset means the library's default (`chosen_model_options`).
+    """
     defaults = default_model_options()
+
+    def default(name: str) -> object:
+        return None if adapter_decides else defaults[name]
+
+    def shown(value: object) -> str:
+        text = ("on" if value else "off") if isinstance(value, bool) else value
+        return f"(default: the adapter's, else {text})" if adapter_decides else f"(default: {text})"
+
     parser.add_argument(
         "--pattern",
-        default=defaults["pattern"],
+        default=default("pattern"),
         help="foveation pattern: stt (172 tokens), uniform:G, or STRIDES/GRIDS such as 1,2,4,6,8/4,4,6,8,10 "
-        "(default: %(default)s)",
+        + shown(defaults["pattern"]),
     )
     parser.add_argument(
         "--attention",
         choices=ATTENTION_MODES,
-        default=defaults["attention"],
+        default=default("attention"),
         help="SAM's windowed blocks over the tokens: global (every token sees all) or window (SAM's windows) "
-        "(default: %(default)s, chosen by the README's variants table)",
+        + shown(defaults["attention"])
+        + ", chosen by the README's variants table",
     )
     parser.add_argument(
         "--tokens",
         choices=TOKEN_MODES,
-        default=defaults["tokens"],
+        default=default("tokens"),
         help="coarse tokens: pooled (mean of the patch embeddings they cover) or pixel (box-averaged pixels, "
-        "as STT) (default: %(default)s)",
+        "as STT) " + shown(defaults["tokens"]),
     )
     parser.add_argument(
         "--proportional",
         action=argparse.BooleanOptionalAction,
-        default=defaults["proportional"],
+        default=default("proportional"),
         help="proportional attention: a stride-s token's key weighs like the s² patches it replaces "
-        f"(default: {'on' if defaults['proportional'] else 'off'})",
+        + shown(defaults["proportional"]),
     )
+
+
+def chosen_model_options(args: argparse.Namespace) -> dict:
+    """The model options given on the command line (unset ones left to the adapter or the library)."""
+    return {name: getattr(args, name) for name in MODEL_OPTIONS if getattr(args, name) is not None}

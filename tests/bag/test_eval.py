@@ -111,3 +111,22 @@ def test_ground_truth_helpers():
     assert [gt_instance(p, instances) for p in prompts] == [1, 300]
     assert gt_instance(Prompt(points=[(0, 0)], labels=[1]), instances) == 0
     assert gt_instance(Prompt(box=(14, 11, 29, 19)), instances) == 300
+
+
+def test_the_command_evaluates_the_configuration_it_is_given(sample_bags, tmp_path, capsys, monkeypatch):
+    from stt_ros.cli import main
+    from stt_ros.predictor import FoveatedPredictor
+
+    built = []
+    build = FoveatedPredictor.build
+    monkeypatch.setattr(FoveatedPredictor, "build", lambda *a, **k: built.append(k) or build(*a, **k))
+    out = tmp_path / "out"
+    argv = ["eval-bag", str(sample_bags["mcap"]), "--image-topic", "/camera/image_raw", "--gt-topic", GT_TOPIC]
+    argv += ["--device", "cpu", "--no-progress", "--limit", "1"]
+    chosen = ["--attention", "window", "--tokens", "pixel", "--no-proportional"]
+    assert main([*argv, *chosen, "--out", str(out)]) == 0
+    assert built == [{"attention": "window", "tokens": "pixel", "proportional": False}]  # the rest: the library's
+    run = json.loads((out / "metrics.json").read_text())["run"]
+    assert (run["attention"], run["tokens"], run["proportional"]) == ("window", "pixel", "False")
+    assert main([*argv, "--pattern", "1,2/4", "--out", str(tmp_path / "bad")]) == 2
+    assert "strides and grids must have one entry per level" in capsys.readouterr().err
