@@ -10,7 +10,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "average-reference",
         help="average reference SAM weights files of runs continued from the same weights",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
         description=(
             "Write the uniform average of two or more reference SAM weights files (`stt train-reference` outputs "
             "of the same shape). Runs continued from the same weights with different seeds stay close enough "
@@ -21,8 +20,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("weights", nargs="+", type=Path, help="weights files to average (at least two)")
     parser.add_argument("--out", type=Path, required=True, help="fp16 weights file to write")
-    parser.add_argument("--eval-scenes", type=int, default=0, help="held-out scenes to measure on (0: none)")
-    parser.add_argument("--threads", type=int, default=2, help="CPU threads for torch")
+    parser.add_argument(
+        "--eval-scenes", type=int, default=0, help="held-out scenes to measure on (default: %(default)s, none)"
+    )
+    parser.add_argument("--threads", type=int, default=2, help="CPU threads for torch (default: %(default)s)")
     parser.set_defaults(handler=run)
 
 
