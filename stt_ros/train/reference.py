@@ -484,8 +484,9 @@ def pretrain_prompt_path(sam: Sam, steps: int, seed: int, lr: float = 2e-3, batc
 class WeightAverage:
     """An exponential moving average of a model's weights, the model that a run evaluates and writes.
 
-    One whole frame per step makes the last step's weights noisy; averaging them over the last few hundred
-    steps is cheaper than a larger batch (two runs' weights averaged gained 0.008 mIoU, MODEL_CARD.md). The
+    One whole frame per step makes the last step's weights noisy, and averaging them over the last few hundred
+    steps is cheaper than a larger batch. Under the cosine schedule, which ends at 5 % of the peak, it measured
+    within noise of the last step (MODEL_CARD.md, stage 9); it is for schedules that end at a high rate. The
     decay ramps up as (1 + n) / (10 + n) over the first updates, so the starting weights are soon forgotten.
     """
 
