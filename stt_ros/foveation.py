@@ -88,6 +88,19 @@ class FoveationPattern:
         strides, grids = text.split("/", 1)
         return cls(16, _parse_ints(strides, "strides"), _parse_ints(grids, "grids"))
 
+    @property
+    def spec(self) -> str:
+        """The text `parse` reads back into this pattern, for records and reports ('stt' when it is STT's).
+
+        `parse` knows SAM's 16 px patches only; another token size is appended for the reader.
+        """
+        if self == FoveationPattern.stt():
+            return "stt"
+        if self.strides == (1,) and self.token_size == 16:
+            return f"uniform:{self.grids[0]}"
+        text = f"{','.join(map(str, self.strides))}/{','.join(map(str, self.grids))}"
+        return text if self.token_size == 16 else f"{text} (token size {self.token_size})"
+
     def _validate(self) -> None:
         if not isinstance(self.token_size, int | np.integer) or self.token_size <= 0:
             raise ValueError(f"token size must be a positive integer, got {self.token_size!r}")

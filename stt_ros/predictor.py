@@ -24,6 +24,8 @@ from stt_ros.model.encoder import DEFAULT_ATTENTION, DEFAULT_PROPORTIONAL, DEFAU
 from stt_ros.model.foveated_sam import SAM_TO_STT_ORDER, FoveatedSam, model_options, read_adapter_file
 from stt_ros.prompts import Prompt, validate_prompts
 
+FOVEATION_SETTINGS = ("pattern", "attention", "tokens", "proportional")
+"""The foveated model's settings a user chooses (command-line options, node parameters, recorded with results)."""
 MULTIMASK_POLICIES = ("auto", "best", "largest", "single", 0, 1, 2)
 SINGLE_MASK_INDEX = 3
 DTYPES = {
@@ -233,6 +235,12 @@ class FoveatedPredictor(_Predictor):
     @property
     def pattern(self) -> FoveationPattern:
         return self.model.pattern
+
+    @property
+    def settings(self) -> dict:
+        """The foveated configuration in effect, whoever chose it (options, an adapter file or the defaults)."""
+        config = self.model.config()
+        return {"pattern": self.pattern.spec, **{key: config[key] for key in FOVEATION_SETTINGS[1:]}}
 
     def _logits(self, framed: FramedImage, prompts: FramedPrompts) -> tuple[torch.Tensor, torch.Tensor]:
         return self.model(framed.resized, prompts)

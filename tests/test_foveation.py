@@ -62,6 +62,12 @@ def test_parse():
     assert FoveationPattern.parse("stt") == FoveationPattern.stt()
     assert FoveationPattern.parse("1,2,4,6,8/4,4,6,8,10") == FoveationPattern.stt()
     assert FoveationPattern.parse("uniform:32") == FoveationPattern.uniform(32)
+    assert [FoveationPattern.parse(text).spec for text in ("1,2,4,6,8/4,4,6,8,10", "uniform:32", "1,2/4,4")] == [
+        "stt",
+        "uniform:32",
+        "1,2/4,4",
+    ]
+    assert FoveationPattern(8, (1, 2), (4, 4)).spec == "1,2/4,4 (token size 8)"
     with pytest.raises(ValueError, match="comma-separated integers"):
         FoveationPattern.parse("1,x/4,4")
     with pytest.raises(ValueError, match="is not"):
@@ -86,6 +92,7 @@ def test_constructed_nested_patterns_are_accepted_and_tile(first_grid, steps):
     pattern = FoveationPattern(16, strides, grids)
     area = sum(count * (16 * s) ** 2 for count, s in zip(pattern.level_counts, strides, strict=True))
     assert area == pattern.extent**2
+    assert FoveationPattern.parse(pattern.spec) == pattern
 
 
 def naive_token(image: np.ndarray, x0: int, y0: int, stride: int, mode: str) -> np.ndarray:

@@ -29,6 +29,7 @@ from stt_ros.conversions import SUPPORTED_ENCODINGS, message_to_rgb
 from stt_ros.detections import detection_prompts
 from stt_ros.masks import interior_point, mask_iou
 from stt_ros.messages import msg_type_name
+from stt_ros.predictor import FOVEATION_SETTINGS
 from stt_ros.prompts import Prompt
 from stt_ros.tracking import Tracker
 
@@ -324,7 +325,7 @@ class Evaluation:
             "gt_topic": options.gt_topic,
             "results_bag": str(Path(options.out) / RESULTS_BAG),
             "status": status,
-            **{key: "–" for key in ("variant", "checkpoint", "adapter", "device")},
+            **{key: "–" for key in ("variant", "checkpoint", "adapter", "device", *FOVEATION_SETTINGS)},
             **{key: str(value) for key, value in options.model.items()},
         }
         return metrics

@@ -144,6 +144,8 @@ def render_report(metrics: dict, plots: Sequence[str]) -> str:
         f"- bag: `{run['bag']}` ({run['storage']})",
         f"- images: `{run['image_topic']}`; prompts: {run['prompt_source']}",
         f"- model: {run['variant']} (checkpoint {run['checkpoint']}, adapter {run['adapter']}) on {run['device']}",
+        f"- foveation: pattern `{run['pattern']}`, {run['attention']} attention, "
+        f"{run['tokens']} coarse tokens, proportional attention {run['proportional']}",
         f"- frames evaluated: {metrics['frames']} ({metrics['frames_with_prompts']} with prompts), "
         f"prompts: {metrics['prompts']}",
         f"- status: {run['status']}",

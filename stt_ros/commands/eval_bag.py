@@ -63,7 +63,6 @@ def run(args: argparse.Namespace) -> int:
 
     if args.limit is not None and args.limit < 1:
         raise ValueError(f"--limit must be at least 1, got {args.limit}")
-    chosen = chosen_model_options(args)
     options = EvalOptions(
         bag=args.bag,
         image_topic=args.image_topic,
@@ -77,13 +76,14 @@ def run(args: argparse.Namespace) -> int:
             "variant": args.variant,
             "checkpoint": args.checkpoint or "shipped",
             "adapter": args.adapter or "none",
-            **{name: str(value) for name, value in chosen.items()},
         },
     )
     with Bag(options.bag) as bag:
         check_inputs(options, bag)
-        predictor = FoveatedPredictor.build(args.variant, args.checkpoint, args.adapter, args.device, **chosen)
-        options.model["device"] = predictor.device
+        predictor = FoveatedPredictor.build(
+            args.variant, args.checkpoint, args.adapter, args.device, **chosen_model_options(args)
+        )
+        options.model.update(device=predictor.device, **{key: str(value) for key, value in predictor.settings.items()})
         reference = ReferencePredictor(predictor.sam, variant=args.variant) if args.compare_sam else None
         metrics = run_evaluation(options, predictor, reference, bag)
     iou, agreement, latency = metrics["iou"], metrics["sam_agreement"], metrics["timing"]["frame_latency"]

@@ -6,15 +6,13 @@ import argparse
 
 from stt_ros.foveation import TOKEN_MODES
 from stt_ros.model.encoder import ATTENTION_MODES
+from stt_ros.predictor import FOVEATION_SETTINGS
 from stt_ros.train.distill import default_model_options
 
 CHECKPOINT_HELP = (
     "official SAM .pth for vit_b/l/h; for the reference variant, a `stt train-reference` weights file "
     "(default: the shipped one); 'random' for random weights (timing and smoke tests only: masks are noise)"
 )
-
-
-MODEL_OPTIONS = ("pattern", "attention", "tokens", "proportional")
 
 
 def add_model_options(parser: argparse.ArgumentParser, adapter_decides: bool = False) -> None:
@@ -64,4 +62,4 @@ def add_model_options(parser: argparse.ArgumentParser, adapter_decides: bool = F
 
 def chosen_model_options(args: argparse.Namespace) -> dict:
     """The model options given on the command line (unset ones left to the adapter or the library)."""
-    return {name: getattr(args, name) for name in MODEL_OPTIONS if getattr(args, name) is not None}
+    return {name: getattr(args, name) for name in FOVEATION_SETTINGS if getattr(args, name) is not None}

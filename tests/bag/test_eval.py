@@ -127,6 +127,9 @@ def test_the_command_evaluates_the_configuration_it_is_given(sample_bags, tmp_pa
     assert main([*argv, *chosen, "--out", str(out)]) == 0
     assert built == [{"attention": "window", "tokens": "pixel", "proportional": False}]  # the rest: the library's
     run = json.loads((out / "metrics.json").read_text())["run"]
-    assert (run["attention"], run["tokens"], run["proportional"]) == ("window", "pixel", "False")
+    in_effect = ("stt", "window", "pixel", "False")  # the pattern no option set: the library's default
+    assert (run["pattern"], run["attention"], run["tokens"], run["proportional"]) == in_effect
+    report = (out / "report.md").read_text()
+    assert "- foveation: pattern `stt`, window attention, pixel coarse tokens, proportional attention False" in report
     assert main([*argv, "--pattern", "1,2/4", "--out", str(tmp_path / "bad")]) == 2
     assert "strides and grids must have one entry per level" in capsys.readouterr().err
