@@ -28,8 +28,8 @@ def test_missing_file_is_a_clear_error(tmp_path):
         load_sam("vit_b", tmp_path / "sam_vit_b.pth")
 
 
-def test_the_reference_variant_loads_your_own_trained_weights(tmp_path):
-    from stt_ros.model.reference import REFERENCE_CONFIG, save_reference_weights
+def test_the_reference_variant_loads_your_own_trained_weights(tmp_path, tiny_checkpoint):
+    from stt_ros.model.reference import REFERENCE_CONFIG, reference_config, save_reference_weights
     from stt_ros.model.sam_config import build_sam
 
     torch.manual_seed(0)
@@ -39,9 +39,11 @@ def test_the_reference_variant_loads_your_own_trained_weights(tmp_path):
     assert all(torch.equal(loaded.state_dict()[key], value.half().float()) for key, value in mine.state_dict().items())
     with pytest.raises(CheckpointError, match="stt train-reference --out"):
         load_sam("reference", tmp_path / "missing.pt")
-    save_reference_weights(tiny_sam(0), tiny_config(), tmp_path / "tiny.pt")
-    with pytest.raises(ValueError, match="different SAM shape"):
-        load_sam("reference", tmp_path / "tiny.pt")
+    wide = reference_config(128)
+    save_reference_weights(build_sam(wide), wide, tmp_path / "wide.pt")  # stt train-reference --width 128
+    assert load_sam("reference", tmp_path / "wide.pt").image_encoder.patch_embed.proj.out_channels == 128
+    with pytest.raises(CheckpointError, match="not a reference SAM weights file"):
+        load_sam("reference", tiny_checkpoint)  # an official-style state dict
 
 
 def test_truncated_file(tmp_path, tiny_checkpoint):

@@ -16,6 +16,7 @@ from stt_ros.model.reference import (
     REFERENCE_WEIGHTS,
     average_reference_weights,
     load_reference_sam,
+    reference_config,
     save_reference_weights,
 )
 from stt_ros.model.sam_config import build_sam
@@ -152,16 +153,38 @@ def test_prompt_pretext_puts_the_mask_at_the_point() -> None:
     assert pretrain_prompt_path(sam, steps=300, seed=0) >= 0.4
 
 
-def test_the_command_trains_the_shipped_recipe_unless_told_otherwise() -> None:
+def test_the_command_trains_the_shipped_recipe_unless_told_otherwise(tmp_path: Path) -> None:
     from stt_ros.cli import build_parser
     from stt_ros.commands.train_reference import config_from_args
 
-    assert config_from_args(build_parser().parse_args(["train-reference"])) == TrainConfig()
-    flags = "--steps 7 --seed 3 --init w.pt --small-object-weighting 0.5 --ema 0.998"
-    args = build_parser().parse_args(["train-reference", *flags.split()])
-    assert config_from_args(args) == replace(
-        TrainConfig(), steps=7, seed=3, init="w.pt", small_object_weighting=0.5, ema=0.998
+    def parsed(flags: str) -> TrainConfig:
+        return config_from_args(build_parser().parse_args(["train-reference", *flags.split()]))
+
+    assert parsed("") == TrainConfig()
+    save_reference_weights(tiny_sam(0), tiny_config(), tmp_path / "w.pt")
+    flags = f"--steps 7 --seed 3 --init {tmp_path / 'w.pt'} --small-object-weighting 0.5 --ema 0.998"
+    continued = replace(
+        TrainConfig(), steps=7, seed=3, init=str(tmp_path / "w.pt"), small_object_weighting=0.5, ema=0.998
     )
+    assert parsed(flags) == replace(continued, sam=tiny_config().to_dict())  # the shape the file has
+    assert parsed("--width 128").sam == reference_config(128, 4).to_dict()
+    assert parsed(f"--depth 6 --init {tmp_path / 'w.pt'}").sam == reference_config(32, 6).to_dict()  # its width
+    with pytest.raises(FileNotFoundError, match=r"missing\.pt"):
+        parsed(f"--init {tmp_path / 'missing.pt'}")
+
+
+def test_reference_shapes_grow_from_the_shipped_one() -> None:
+    assert reference_config() == REFERENCE_CONFIG
+    assert (REFERENCE_CONFIG.encoder_embed_dim, REFERENCE_CONFIG.encoder_global_attn_indexes) == (96, (3,))
+    wide = reference_config(128, 6)
+    assert (wide.encoder_embed_dim, wide.prompt_embed_dim, wide.decoder_mlp_dim) == (128, 128, 512)
+    assert wide.encoder_global_attn_indexes == (3, 5)  # every fourth block and the last
+    assert reference_config(96, 8).encoder_global_attn_indexes == (3, 7)
+    parameters = {width: sum(p.numel() for p in build_sam(reference_config(width)).parameters()) for width in (96, 128)}
+    assert parameters == {96: 1_443_838, 128: 2_349_530}
+    for width, depth, problem in ((40, 4, "multiple of 16"), (16, 4, "at least 32"), (96, 0, "depth must be")):
+        with pytest.raises(ValueError, match=problem):
+            reference_config(width, depth)
 
 
 def test_size_weight_counts_objects_under_four_by_four_tokens_more() -> None:
@@ -306,13 +329,23 @@ def test_weights_round_trip_and_clear_errors(tmp_path: Path) -> None:
     torch.manual_seed(0)
     sam = build_sam(config)
     save_reference_weights(sam, config, tmp_path / "w.pt")
-    loaded = load_reference_sam(path=tmp_path / "w.pt", config=config)
+    loaded = load_reference_sam(path=tmp_path / "w.pt")  # the shape the file records
+    assert loaded.image_encoder.img_size == config.img_size
     for key, value in sam.state_dict().items():
         assert torch.equal(loaded.state_dict()[key], value.half().float())
     with pytest.raises(FileNotFoundError, match="train-reference"):
         load_reference_sam(path=tmp_path / "missing.pt")
     with pytest.raises(ValueError, match="different SAM shape"):
-        load_reference_sam(path=tmp_path / "w.pt")
+        load_reference_sam(path=tmp_path / "w.pt", config=REFERENCE_CONFIG)
+    save_reference_weights(sam, replace(config, encoder_depth=3), tmp_path / "lies.pt")
+    with pytest.raises(ValueError, match=r"does not match the SAM shape it records: missing \['image_encoder.blocks.2"):
+        load_reference_sam(path=tmp_path / "lies.pt")
+    torch.save({"model": sam.state_dict()}, tmp_path / "other.pt")
+    with pytest.raises(ValueError, match="not a reference SAM weights file"):
+        load_reference_sam(path=tmp_path / "other.pt")
+    (tmp_path / "cut.pt").write_bytes((tmp_path / "w.pt").read_bytes()[:1000])
+    with pytest.raises(ValueError, match="could not be read: it is truncated or not a weights file"):
+        load_reference_sam(path=tmp_path / "cut.pt")
 
 
 def test_averaged_weights_are_the_mean_of_their_files_and_record_them(tmp_path: Path) -> None:
@@ -321,16 +354,16 @@ def test_averaged_weights_are_the_mean_of_their_files_and_record_them(tmp_path: 
         torch.manual_seed(seed)
         save_reference_weights(build_sam(config), config, tmp_path / f"w{seed}.pt", {"seed": seed})
     paths = [tmp_path / "w0.pt", tmp_path / "w1.pt"]
-    average_reference_weights(paths, tmp_path / "avg.pt", config)
+    average_reference_weights(paths, tmp_path / "avg.pt")
     inputs = [load_reference_sam(path=path, config=config).state_dict() for path in paths]
     averaged = load_reference_sam(path=tmp_path / "avg.pt", config=config).state_dict()
     for key, value in averaged.items():
         torch.testing.assert_close(value, ((inputs[0][key] + inputs[1][key]) / 2).half().float())
     assert torch.load(tmp_path / "avg.pt", weights_only=True)["meta"] == {"average_of": [{"seed": 0}, {"seed": 1}]}
     with pytest.raises(ValueError, match="at least two weights files, got 1"):
-        average_reference_weights(paths[:1], tmp_path / "one.pt", config)
+        average_reference_weights(paths[:1], tmp_path / "one.pt")
     with pytest.raises(ValueError, match="different SAM shape"):
-        average_reference_weights(paths, tmp_path / "x.pt")  # tiny files are not the reference shape
+        average_reference_weights([*paths, REFERENCE_WEIGHTS], tmp_path / "x.pt")  # the shipped shape differs
     assert not (tmp_path / "x.pt").exists()
 
 

@@ -51,7 +51,7 @@ def load_sam(variant: str, checkpoint: str | Path | None = None, device: str | t
 
         try:
             return load_reference_sam(device, checkpoint)
-        except FileNotFoundError as error:
+        except (FileNotFoundError, ValueError) as error:
             raise CheckpointError(str(error)) from None
     if checkpoint is None:
         raise CheckpointError(

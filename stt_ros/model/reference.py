@@ -16,21 +16,40 @@ from segment_anything.modeling import Sam
 
 from stt_ros.model.sam_config import SamConfig, build_sam
 
-REFERENCE_CONFIG = SamConfig(
-    encoder_embed_dim=96,
-    encoder_depth=4,
-    encoder_num_heads=4,
-    encoder_global_attn_indexes=(3,),
-    img_size=1024,
-    patch_size=16,
-    window_size=8,
-    prompt_embed_dim=96,
-    decoder_depth=2,
-    decoder_mlp_dim=384,
-    decoder_num_heads=4,
-    iou_head_hidden_dim=96,
-    mask_in_chans=8,
-)
+REFERENCE_WIDTH = 96
+REFERENCE_DEPTH = 4
+
+
+def reference_config(width: int = REFERENCE_WIDTH, depth: int = REFERENCE_DEPTH) -> SamConfig:
+    """The reference shape at another encoder/decoder width and encoder depth (defaults: the shipped model).
+
+    Width is the encoder's embedding and the decoder's transformer dimension alike (SAM's neck maps one to the
+    other, here without changing it); 4 heads throughout, global attention in every fourth block and the last.
+    """
+    if width < 32 or width % 16:
+        raise ValueError(
+            f"reference width must be a multiple of 16 of at least 32 (4 heads, 1/8 upscaling), got {width}"
+        )
+    if depth < 1:
+        raise ValueError(f"reference encoder depth must be at least 1, got {depth}")
+    return SamConfig(
+        encoder_embed_dim=width,
+        encoder_depth=depth,
+        encoder_num_heads=4,
+        encoder_global_attn_indexes=tuple(i for i in range(depth) if i % 4 == 3 or i == depth - 1),
+        img_size=1024,
+        patch_size=16,
+        window_size=8,
+        prompt_embed_dim=width,
+        decoder_depth=2,
+        decoder_mlp_dim=4 * width,
+        decoder_num_heads=4,
+        iou_head_hidden_dim=width,
+        mask_in_chans=8,
+    )
+
+
+REFERENCE_CONFIG = reference_config()
 
 REFERENCE_WEIGHTS = Path(__file__).resolve().parent.parent / "weights" / "reference_sam.pt"
 # What the shipped weights can do, said wherever they are used; update it with MODEL_CARD.md on retraining.
@@ -48,47 +67,56 @@ def save_reference_weights(sam: Sam, config: SamConfig, path: str | Path, meta: 
     torch.save({"config": config.to_dict(), "state_dict": state, "meta": meta or {}}, path)
 
 
-def reference_weights_meta(path: str | Path) -> dict:
-    """How a weights file was made (steps, seed, training config, and the run it continued, if any)."""
-    return torch.load(path, map_location="cpu", weights_only=True).get("meta", {})
-
-
-def load_reference_sam(
-    device: str | torch.device = "cpu",
-    path: str | Path | None = None,
-    config: SamConfig = REFERENCE_CONFIG,
-) -> Sam:
-    """The trained reference SAM in eval mode (fp32); a clear error if its weights are missing or stale."""
-    path = Path(path) if path is not None else REFERENCE_WEIGHTS
+def read_reference_weights(path: str | Path) -> tuple[SamConfig, dict[str, torch.Tensor], dict]:
+    """(shape, fp16 state dict, meta) of a `stt train-reference` weights file, or an error that says why not."""
+    path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(
             f"reference SAM weights not found at {path}; they ship with the package, or train them with "
             f"`stt train-reference --out {path}`"
         )
-    blob = torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        blob = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:
+        raise ValueError(f"{path} could not be read: it is truncated or not a weights file ({error})") from None
     if not isinstance(blob, dict) or "state_dict" not in blob or "config" not in blob:
         raise ValueError(f"{path} is not a reference SAM weights file (expected keys 'config', 'state_dict')")
-    stored = SamConfig.from_dict(blob["config"])
-    if stored != config:
+    return SamConfig.from_dict(blob["config"]), blob["state_dict"], blob.get("meta", {})
+
+
+def reference_weights_meta(path: str | Path) -> dict:
+    """How a weights file was made (steps, seed, training config, and the run it continued, if any)."""
+    return read_reference_weights(path)[2]
+
+
+def load_reference_sam(
+    device: str | torch.device = "cpu",
+    path: str | Path | None = None,
+    config: SamConfig | None = None,
+) -> Sam:
+    """A trained reference SAM in eval mode (fp32), of the shape its file records unless `config` demands one.
+
+    None loads the shipped weights; any `stt train-reference` output (another --width or --depth too) loads.
+    """
+    path = Path(path) if path is not None else REFERENCE_WEIGHTS
+    stored, state, _ = read_reference_weights(path)
+    if config is not None and stored != config:
         raise ValueError(f"{path} was trained for a different SAM shape:\n  file: {stored}\n  want: {config}")
-    sam = build_sam(config)
+    sam = build_sam(stored)
     expected = sam.state_dict()
-    state = blob["state_dict"]
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))
     wrong = [k for k in expected if k in state and tuple(state[k].shape) != tuple(expected[k].shape)]
     if missing or unexpected or wrong:
         raise ValueError(
-            f"{path} does not match the reference SAM: missing {missing[:5]}, unexpected {unexpected[:5]}, "
+            f"{path} does not match the SAM shape it records: missing {missing[:5]}, unexpected {unexpected[:5]}, "
             f"wrong shapes {wrong[:5]}"
         )
     sam.load_state_dict({key: value.float() for key, value in state.items()})
     return sam.to(device).eval()
 
 
-def average_reference_weights(
-    paths: Sequence[str | Path], out: str | Path, config: SamConfig = REFERENCE_CONFIG
-) -> None:
+def average_reference_weights(paths: Sequence[str | Path], out: str | Path) -> None:
     """Write the uniform average of several weights files of one shape (a "model soup").
 
     Runs continued from the same weights with different scenes land in one basin; their average scores
@@ -96,6 +124,7 @@ def average_reference_weights(
     """
     if len(paths) < 2:
         raise ValueError(f"averaging needs at least two weights files, got {len(paths)}")
+    config = read_reference_weights(paths[0])[0]
     states = [load_reference_sam("cpu", path, config).state_dict() for path in paths]
     sam = build_sam(config)
     sam.load_state_dict({key: sum(state[key] for state in states) / len(states) for key in states[0]})

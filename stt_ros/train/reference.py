@@ -591,6 +591,12 @@ def train_reference(
             iou = pretrain_prompt_path(sam, config.prompt_pretext, config.seed)
             if progress:
                 tqdm.write(f"prompt-path pretext: {config.prompt_pretext} steps, disk IoU {iou:.2f}")
+    if progress:
+        parameters = sum(parameter.numel() for parameter in sam.parameters())
+        tqdm.write(
+            f"reference SAM: width {sam_config.encoder_embed_dim}, depth {sam_config.encoder_depth}, "
+            f"{parameters / 1e6:.2f} M parameters"
+        )
     optimizer = torch.optim.AdamW(sam.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     average = WeightAverage(sam, config.ema) if config.ema else None
     if start:
