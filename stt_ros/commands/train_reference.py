@@ -61,7 +61,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--width",
         type=int,
-        help=f"encoder and decoder width, a multiple of 16 (default: the --init file's, else {REFERENCE_WIDTH})",
+        help=f"encoder and decoder width, a multiple of 16 (default: the --init file's, else {REFERENCE_WIDTH}). "
+        "With --init, a multiple of the file's width widens the trained model: every channel copied, so the "
+        "run starts from its masks instead of from scratch (192 from the shipped 96)",
     )
     parser.add_argument(
         "--depth", type=int, help=f"encoder blocks (default: the --init file's, else {REFERENCE_DEPTH})"
