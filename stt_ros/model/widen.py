@@ -106,7 +106,7 @@ def widen_sam(sam: Sam, config: SamConfig, factor: int, noise: float = 0.0, seed
             kind, _, summed = space.partition("+")
             index = channel_copies(kind, new.shape[axis], factor, heads.get(name.split(".", 1)[0], 1))
             new = new.index_select(axis, index) / (factor if summed else 1)
-        new = new * _logit_scale(name, new, factor, config)
+        new = new * _logit_scale(name, new, factor)
         if axes and noise:
             new = new + noise * new.std() * torch.randn(new.shape, generator=generator)
         state[name] = new
@@ -132,7 +132,7 @@ def channel_copies(kind: str, size: int, factor: int, heads: int) -> torch.Tenso
     raise ValueError(f"unknown channel space {kind!r}")
 
 
-def _logit_scale(name: str, tensor: torch.Tensor, factor: int, config: SamConfig) -> torch.Tensor | float:
+def _logit_scale(name: str, tensor: torch.Tensor, factor: int) -> torch.Tensor | float:
     """Scales that keep attention logits and mask logits while head dimensions and channels grow `factor` times.
 
     A head `factor` times wider doubles q·k over copies and shrinks SAM's 1/sqrt(head_dim) by sqrt(factor):
