@@ -84,22 +84,12 @@ def read_reference_weights(path: str | Path) -> tuple[SamConfig, dict[str, torch
     return SamConfig.from_dict(blob["config"]), blob["state_dict"], blob.get("meta", {})
 
 
-def reference_weights_meta(path: str | Path) -> dict:
-    """How a weights file was made (steps, seed, training config, and the run it continued, if any)."""
-    return read_reference_weights(path)[2]
+def open_reference_weights(path: str | Path, config: SamConfig | None = None) -> tuple[Sam, SamConfig, dict]:
+    """(model in fp32 on the CPU, its shape, meta) from one read of a weights file, every part checked.
 
-
-def load_reference_sam(
-    device: str | torch.device = "cpu",
-    path: str | Path | None = None,
-    config: SamConfig | None = None,
-) -> Sam:
-    """A trained reference SAM in eval mode (fp32), of the shape its file records unless `config` demands one.
-
-    None loads the shipped weights; any `stt train-reference` output (another --width or --depth too) loads.
+    The model has the shape the file records; `config`, if given, must be that shape.
     """
-    path = Path(path) if path is not None else REFERENCE_WEIGHTS
-    stored, state, _ = read_reference_weights(path)
+    stored, state, meta = read_reference_weights(path)
     if config is not None and stored != config:
         raise ValueError(f"{path} was trained for a different SAM shape:\n  file: {stored}\n  want: {config}")
     sam = build_sam(stored)
@@ -113,6 +103,19 @@ def load_reference_sam(
             f"wrong shapes {wrong[:5]}"
         )
     sam.load_state_dict({key: value.float() for key, value in state.items()})
+    return sam, stored, meta
+
+
+def load_reference_sam(
+    device: str | torch.device = "cpu",
+    path: str | Path | None = None,
+    config: SamConfig | None = None,
+) -> Sam:
+    """A trained reference SAM in eval mode (fp32), of the shape its file records unless `config` demands one.
+
+    None loads the shipped weights; any `stt train-reference` output (another --width or --depth too) loads.
+    """
+    sam = open_reference_weights(Path(path) if path is not None else REFERENCE_WEIGHTS, config)[0]
     return sam.to(device).eval()
 
 
@@ -124,8 +127,12 @@ def average_reference_weights(paths: Sequence[str | Path], out: str | Path) -> N
     """
     if len(paths) < 2:
         raise ValueError(f"averaging needs at least two weights files, got {len(paths)}")
-    config = read_reference_weights(paths[0])[0]
-    states = [load_reference_sam("cpu", path, config).state_dict() for path in paths]
+    config = None  # the first file's shape; the others must have it
+    states, metas = [], []
+    for path in paths:
+        sam, config, meta = open_reference_weights(path, config)
+        states.append(sam.state_dict())
+        metas.append(meta)
     sam = build_sam(config)
     sam.load_state_dict({key: sum(state[key] for state in states) / len(states) for key in states[0]})
-    save_reference_weights(sam, config, out, {"average_of": [reference_weights_meta(path) for path in paths]})
+    save_reference_weights(sam, config, out, {"average_of": metas})

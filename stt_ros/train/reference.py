@@ -25,9 +25,7 @@ from tqdm import tqdm
 
 from stt_ros.model.reference import (
     REFERENCE_CONFIG,
-    load_reference_sam,
-    read_reference_weights,
-    reference_weights_meta,
+    open_reference_weights,
     save_reference_weights,
 )
 from stt_ros.model.sam_config import SamConfig, build_sam
@@ -553,13 +551,12 @@ def save_atomic(state: dict, path: Path) -> None:
     tmp.replace(path)
 
 
-def continued_sam(path: str | Path, config: SamConfig, seed: int) -> Sam:
-    """The weights a run continues from, widened to `config` when that is an integer multiple of their width."""
-    stored = read_reference_weights(path)[0]
-    sam = load_reference_sam("cpu", path)
-    if stored == config:
-        return sam
-    return widen_sam(sam, stored, widen_factor(stored, config), noise=WIDEN_NOISE, seed=seed)
+def continued_sam(path: str | Path, config: SamConfig, seed: int) -> tuple[Sam, dict]:
+    """The weights a run continues from (widened to `config` when that is a multiple of their width) and their meta."""
+    sam, stored, meta = open_reference_weights(path)
+    if stored != config:
+        sam = widen_sam(sam, stored, widen_factor(stored, config), noise=WIDEN_NOISE, seed=seed)
+    return sam, meta
 
 
 def train_reference(
@@ -597,8 +594,8 @@ def train_reference(
         sam = build_sam(sam_config).to(dev).train()
         init_meta = state.get("init", {})
     elif config.init:
-        sam = continued_sam(config.init, sam_config, config.seed).to(dev).train()
-        init_meta = reference_weights_meta(config.init)
+        sam, init_meta = continued_sam(config.init, sam_config, config.seed)
+        sam = sam.to(dev).train()
     else:
         sam = init_for_training(build_sam(sam_config)).to(dev).train()
         init_meta = {}
