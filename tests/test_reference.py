@@ -33,8 +33,10 @@ from stt_ros.train.reference import (
     make_batch,
     pretrain_prompt_path,
     sam_loss,
+    side_by_side_paths,
     size_weight,
     train_reference,
+    train_side_by_side,
 )
 
 QUALITY_SCENES = 16  # the guard's fixed held-out set: heldout_scenes(16)
@@ -381,6 +383,46 @@ def test_the_average_command_writes_and_measures_the_soup(tmp_path: Path, capsys
     assert soup["meta"]["average_of"] == [shipped["meta"], shipped["meta"]]
     assert main(["average-reference", str(out), str(tmp_path / "missing.pt"), "--out", str(out)]) == 2
     assert "missing.pt" in capsys.readouterr().err
+
+
+def test_runs_side_by_side_are_the_runs_alone_and_write_their_average(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    from stt_ros.cli import main
+
+    start, out = tmp_path / "start.pt", tmp_path / "avg.pt"
+    save_reference_weights(tiny_sam(0), tiny_config(), start, {"run": "start"})
+    flags = f"--init {start} --seed 3 --steps 2 --warmup 1 --crops 2 --crops-per-scene 1 --eval-every 0"
+    threads = str(torch.get_num_threads())  # each run's threads; the alone run below uses this process's
+    assert main(["train-reference", *flags.split(), "--runs", "2", "--threads", threads, "--out", str(out)]) == 0
+    assert "the average of 2 runs" in capsys.readouterr().out
+    paths = side_by_side_paths(out, [3, 4])
+    assert [path.name for path in paths] == ["avg_seed3.pt", "avg_seed4.pt"]
+    runs = [torch.load(path, weights_only=True) for path in paths]
+    assert [run["meta"]["seed"] for run in runs] == [3, 4]
+    assert all(run["meta"]["init"] == {"run": "start"} for run in runs)
+    assert all(path.with_suffix(".ckpt").is_file() for path in paths)
+    config = replace(TrainConfig(), init=str(start), seed=4, steps=2, warmup=1, crops=2, crops_per_scene=1)
+    train_reference(replace(config, eval_every=0, sam=tiny_config().to_dict()), tmp_path / "alone.pt", progress=False)
+    alone = torch.load(tmp_path / "alone.pt", weights_only=True)["state_dict"]
+    assert all(torch.equal(alone[key], value) for key, value in runs[1]["state_dict"].items())
+    average = torch.load(out, weights_only=True)
+    assert average["meta"]["average_of"] == [run["meta"] for run in runs]
+    first, second = (run["state_dict"] for run in runs)
+    assert any(not torch.equal(first[key], second[key]) for key in first)  # new scenes each: they differ
+    for key, value in average["state_dict"].items():
+        torch.testing.assert_close(value, ((first[key].float() + second[key].float()) / 2).half())
+    assert main(["train-reference", *flags.split(), "--runs", "2", "--checkpoint", str(tmp_path / "c.ckpt")]) == 2
+    assert "each run checkpoints beside its file" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("runs", "init", "message"), [(1, True, "at least two runs"), (2, False, "give --init")])
+def test_runs_side_by_side_refuse_what_would_not_average(tmp_path: Path, runs: int, init: bool, message: str) -> None:
+    save_reference_weights(tiny_sam(0), tiny_config(), tmp_path / "start.pt")
+    config = _tiny_train_config(init=str(tmp_path / "start.pt") if init else "")
+    with pytest.raises(ValueError, match=message):
+        train_side_by_side(config, tmp_path / "avg.pt", runs)
+    assert not list(tmp_path.glob("avg*"))
 
 
 def test_evaluation_scores_a_perfect_segmenter_at_one() -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import time
 
+from stt_ros.errors import UserError
 from stt_ros.model.reference import (
     REFERENCE_CONFIG,
     REFERENCE_DEPTH,
@@ -51,7 +52,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         ),
     )
     parser.add_argument("--out", default=str(REFERENCE_WEIGHTS), help="fp16 weights file")
-    parser.add_argument("--checkpoint", help="training checkpoint (default: OUT with suffix .ckpt)")
+    parser.add_argument(
+        "--checkpoint", help="training checkpoint (default: OUT with suffix .ckpt; with --runs, beside each run's file)"
+    )
     parser.add_argument("--resume", action="store_true", help="continue from the checkpoint if it exists")
     parser.add_argument(
         "--init",
@@ -106,8 +109,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--checkpoint-every", type=int, help="steps between checkpoints")
     parser.add_argument("--eval-every", type=int, help="steps between held-out evaluations (0: off)")
+    parser.add_argument(
+        "--runs",
+        type=int,
+        default=1,
+        help="with --init: train this many runs at once (seeds SEED, SEED+1, ...), each writing OUT_seedS.pt, and "
+        "write their average to OUT; the average of runs continued from one file beats each of them. On 2 CPU "
+        "cores: --runs 2 --threads 1",
+    )
     parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
-    parser.add_argument("--threads", type=int, default=2, help="CPU threads for torch")
+    parser.add_argument("--threads", type=int, default=2, help="CPU threads for torch (per run with --runs)")
     recipe = TrainConfig()
     parser.set_defaults(handler=run, **{name: getattr(recipe, name) for name in OPTIONS})
 
@@ -134,10 +145,32 @@ def run(args: argparse.Namespace) -> int:
 
     torch.set_num_threads(args.threads)
     config = config_from_args(args)
+    if args.runs != 1:
+        return run_side_by_side(args, config)
     began = time.monotonic()
     history = train_reference(config, args.out, args.checkpoint, resume=args.resume, device=args.device)
     last = history[-1] if history else {}
     print(f"wrote {args.out} after {last.get('step', 0)} steps in {time.monotonic() - began:.0f} s")
     if "heldout_miou" in last:
         print(f"held-out single-point mIoU {last['heldout_miou']:.3f}")
+    return 0
+
+
+def run_side_by_side(args: argparse.Namespace, config: TrainConfig) -> int:
+    from stt_ros.evaluation import evaluate_sam, heldout_scenes
+    from stt_ros.model.reference import load_reference_sam
+    from stt_ros.train.reference import side_by_side_paths, train_side_by_side
+
+    if args.checkpoint:
+        raise UserError("--checkpoint names one run's checkpoint; with --runs each run checkpoints beside its file")
+    began = time.monotonic()
+    histories = train_side_by_side(config, args.out, args.runs, args.resume, args.device, args.threads)
+    print(f"wrote {args.out}, the average of {args.runs} runs, in {time.monotonic() - began:.0f} s")
+    paths = side_by_side_paths(args.out, [config.seed + index for index in range(args.runs)])
+    for path, history in zip(paths, histories, strict=True):
+        if history and "heldout_miou" in history[-1]:
+            print(f"{path}: held-out single-point mIoU {history[-1]['heldout_miou']:.3f}")
+    if config.eval_every:
+        result = evaluate_sam(load_reference_sam(args.device, args.out), heldout_scenes(config.eval_scenes))
+        print(f"{args.out}: held-out single-point mIoU {result.miou:.3f} (oracle-of-3 {result.oracle_miou:.3f})")
     return 0

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import copy
 import math
+import multiprocessing
 import time
-from dataclasses import asdict, dataclass, field
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import cv2
@@ -25,6 +27,7 @@ from tqdm import tqdm
 
 from stt_ros.model.reference import (
     REFERENCE_CONFIG,
+    average_reference_weights,
     open_reference_weights,
     save_reference_weights,
 )
@@ -567,11 +570,12 @@ def train_reference(
     device: str = "cpu",
     progress: bool = True,
     stop_after: int | None = None,
+    bar_position: int = 0,
 ) -> list[dict]:
     """Train (or resume) and write fp16 weights to `out` plus a loss-curve PNG beside them.
 
     `stop_after` ends the run early at that step (for tests of resume); the schedule still follows
-    `config.steps`. Returns the per-step history.
+    `config.steps`. `bar_position` stacks the progress bars of runs side by side. Returns the per-step history.
     """
     if not 0 <= config.seed < MAX_SEED:
         raise ValueError(f"seed must be in [0, {MAX_SEED}), got {config.seed}")
@@ -619,7 +623,14 @@ def train_reference(
     written = average.model if average else sam  # what is evaluated and saved to `out`
     use_amp = dev.type == "cuda"
     end = min(config.steps, stop_after if stop_after is not None else config.steps)
-    bar = tqdm(range(start, end), initial=start, total=end, disable=not progress, desc="train-reference")
+    bar = tqdm(
+        range(start, end),
+        initial=start,
+        total=end,
+        disable=not progress,
+        desc=f"train-reference seed {config.seed}",
+        position=bar_position,
+    )
     began = time.monotonic()
     for step in bar:
         for group in optimizer.param_groups:
@@ -668,3 +679,47 @@ def train_reference(
             plot_history(history, out.with_name(out.stem + "_loss.png"))
     sam.eval()
     return history
+
+
+def side_by_side_paths(out: str | Path, seeds: list[int]) -> list[Path]:
+    """Where each of several runs writes its own weights: beside `out`, named by seed."""
+    out = Path(out)
+    return [out.with_name(f"{out.stem}_seed{seed}{out.suffix}") for seed in seeds]
+
+
+def _train_in_process(config: TrainConfig, out: Path, resume: bool, device: str, threads: int, position: int) -> list:
+    torch.set_num_threads(threads)
+    return train_reference(config, out, resume=resume, device=device, bar_position=position)
+
+
+def train_side_by_side(
+    config: TrainConfig,
+    out: str | Path,
+    runs: int,
+    resume: bool = False,
+    device: str = "cpu",
+    threads: int = 1,
+) -> list[list[dict]]:
+    """`runs` runs from `config.init` at once, seeds `config.seed`, +1, ..., then their average at `out`.
+
+    Runs continued from one file with new scenes stay in its basin, and their average beat each of them
+    (MODEL_CARD.md, stage 9); runs from scratch start apart and do not average, so `init` is required. Each run
+    is a process of `threads` threads with its own weights and checkpoint (`side_by_side_paths`), so `resume`
+    continues every one of them. Returns each run's history.
+    """
+    if runs < 2:
+        raise ValueError(f"side-by-side training needs at least two runs, got {runs}")
+    if not config.init:
+        raise ValueError(
+            "runs side by side are averaged, which only works for runs continued from one weights file: give --init"
+        )
+    configs = [replace(config, seed=config.seed + index) for index in range(runs)]
+    paths = side_by_side_paths(out, [run.seed for run in configs])
+    with ProcessPoolExecutor(runs, mp_context=multiprocessing.get_context("spawn")) as pool:
+        futures = [
+            pool.submit(_train_in_process, run, path, resume, device, threads, index)
+            for index, (run, path) in enumerate(zip(configs, paths, strict=True))
+        ]
+        histories = [future.result() for future in futures]
+    average_reference_weights(paths, out)
+    return histories
