@@ -106,6 +106,7 @@ def test_batches_are_deterministic_and_mix_prompt_kinds() -> None:
         ({"small_object_weighting": -0.5}, "small_object_weighting must be at least 0"),
         ({"ema": 1.0}, r"ema must be a decay in \[0, 1\)"),
         ({"ema": -0.1}, "ema must be a decay"),
+        ({"precision": "fp16"}, "precision must be one of auto, bf16, fp32, got 'fp16'"),
     ],
 )
 def test_train_config_refuses_bad_settings(overrides: dict, message: str) -> None:
@@ -288,6 +289,18 @@ def test_a_run_with_a_weight_average_writes_the_average_and_checkpoints_both(tmp
     assert checkpoint["average"]["updates"] == 4
     assert all(torch.equal(written[key], average[key].half()) for key in written)
     assert any(not torch.equal(average[key], raw[key]) for key in written)
+
+
+def test_bf16_precision_trains_on_the_cpu_and_keeps_fp32_weights(tmp_path: Path) -> None:
+    losses = {}
+    for precision in ("auto", "fp32", "bf16"):
+        history = train_reference(_tiny_train_config(precision=precision), tmp_path / f"{precision}.pt", progress=False)
+        losses[precision] = [record["loss"] for record in history]
+    assert losses["auto"] == losses["fp32"]  # auto is fp32 on the CPU
+    assert losses["bf16"] != losses["fp32"] and np.isfinite(losses["bf16"]).all()
+    assert np.allclose(losses["bf16"][0], losses["fp32"][0], rtol=0.05)  # the same step, rounded
+    checkpoint = torch.load(tmp_path / "bf16.ckpt", weights_only=True)
+    assert {value.dtype for value in checkpoint["model"].values()} == {torch.float32}
 
 
 @pytest.mark.parametrize("ema", [0.0, 0.9])

@@ -47,6 +47,7 @@ PRETEXT_RADIUS = 48.0  # px in the 1024 frame: the single output's disk in pretr
 # relative gap between copies stayed at 1e-3 from 1e-3 noise; from 1e-2, 0.013 in the encoder, 0.024 in the decoder).
 # 1e-2 costs the shipped model 0.01 held-out mIoU at the start, 3e-2 0.17 (4 scenes).
 WIDEN_NOISE = 1e-2
+PRECISIONS = ("auto", "bf16", "fp32")
 SMALL_OBJECT_PX = 4096  # 4 x 4 tokens of the 1024 frame: objects below it count more with small_object_weighting
 
 
@@ -69,6 +70,7 @@ class TrainConfig:
     prompt_pretext: int = 300  # steps of pretrain_prompt_path before the first scene
     instance_contrast: float = 1.0  # weight of the encoder's dense pretext term (instance_contrast_loss)
     ema: float = 0.0  # decay of the weight average that is evaluated and written (WeightAverage); 0: the raw weights
+    precision: str = "auto"  # of the forward pass: "bf16" autocast, "fp32", or "auto" (bf16 on CUDA, fp32 on CPU)
     checkpoint_every: int = 100
     eval_every: int = 500
     eval_scenes: int = 8
@@ -83,6 +85,8 @@ class TrainConfig:
             )
         if self.small_object_weighting < 0:
             raise ValueError(f"small_object_weighting must be at least 0, got {self.small_object_weighting}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
         if not 0 <= self.ema < 1:
             raise ValueError(f"ema must be a decay in [0, 1), got {self.ema}")
         if self.crops < 1 or self.crops_per_scene < 1:
@@ -621,7 +625,7 @@ def train_reference(
         if average:
             average.load_state_dict(state["average"])
     written = average.model if average else sam  # what is evaluated and saved to `out`
-    use_amp = dev.type == "cuda"
+    use_amp = config.precision == "bf16" or (config.precision == "auto" and dev.type == "cuda")
     end = min(config.steps, stop_after if stop_after is not None else config.steps)
     bar = tqdm(
         range(start, end),
