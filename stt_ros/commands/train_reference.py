@@ -168,15 +168,14 @@ def run(args: argparse.Namespace) -> int:
 def run_side_by_side(args: argparse.Namespace, config: TrainConfig) -> int:
     from stt_ros.evaluation import evaluate_sam, heldout_scenes
     from stt_ros.model.reference import load_reference_sam
-    from stt_ros.train.reference import side_by_side_paths, train_side_by_side
+    from stt_ros.train.reference import train_side_by_side
 
     if args.checkpoint:
         raise UserError("--checkpoint names one run's checkpoint; with --runs each run checkpoints beside its file")
     began = time.monotonic()
     histories = train_side_by_side(config, args.out, args.runs, args.resume, args.device, args.threads)
     print(f"wrote {args.out}, the average of {args.runs} runs, in {time.monotonic() - began:.0f} s")
-    paths = side_by_side_paths(args.out, [config.seed + index for index in range(args.runs)])
-    for path, history in zip(paths, histories, strict=True):
+    for path, history in histories.items():
         if history and "heldout_miou" in history[-1]:
             print(f"{path}: held-out single-point mIoU {history[-1]['heldout_miou']:.3f}")
     if config.eval_every:

@@ -703,13 +703,13 @@ def train_side_by_side(
     resume: bool = False,
     device: str = "cpu",
     threads: int = 1,
-) -> list[list[dict]]:
+) -> dict[Path, list[dict]]:
     """`runs` runs from `config.init` at once, seeds `config.seed`, +1, ..., then their average at `out`.
 
     Runs continued from one file with new scenes stay in its basin, and their average beat each of them
     (MODEL_CARD.md, stage 9); runs from scratch start apart and do not average, so `init` is required. Each run
     is a process of `threads` threads with its own weights and checkpoint (`side_by_side_paths`), so `resume`
-    continues every one of them. Returns each run's history.
+    continues every one of them. Returns each run's weights file and its history, in seed order.
     """
     if runs < 2:
         raise ValueError(f"side-by-side training needs at least two runs, got {runs}")
@@ -724,6 +724,6 @@ def train_side_by_side(
             pool.submit(_train_in_process, run, path, resume, device, threads, index)
             for index, (run, path) in enumerate(zip(configs, paths, strict=True))
         ]
-        histories = [future.result() for future in futures]
+        histories = {path: future.result() for path, future in zip(paths, futures, strict=True)}
     average_reference_weights(paths, out)
     return histories
