@@ -44,9 +44,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="train the small synthetic-scene reference SAM",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
         description=(
-            "Train the reference SAM (SAM's architecture, 1.4 M parameters) from scratch on synthetic scenes "
+            "Train the reference SAM (SAM's architecture; 1.4 M parameters at the default width, 96) from scratch on "
+            "synthetic scenes "
             "with SAM's losses and point / multi-point / box prompts. The defaults are the first stage of the shipped "
-            "weights (stt_ros/weights/MODEL_CARD.md has every stage's command): about 45 minutes on 2 CPU cores. "
+            "weights (stt_ros/weights/MODEL_CARD.md has every stage's command; later stages widen it to 192): about 45 "
+            "minutes on 2 CPU cores. "
             "Checkpoints as it goes; --resume continues a run bit-for-bit. --device cuda (or --precision bf16) trains "
             "in bf16 mixed precision. --width and --depth train a bigger model of the same kind (128: 2.3 M "
             "parameters, 192: 4.8 M); every command that takes --variant reference --checkpoint FILE loads it, "
@@ -137,7 +139,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
 
 
 def model_shape(args: argparse.Namespace) -> SamConfig:
-    """--width/--depth over the --init file's shape over the shipped one: continuing a run needs no flags."""
+    """--width/--depth over the --init file's shape over the from-scratch one: continuing a run needs no flags."""
     base = read_reference_weights(args.init)[0] if args.init else REFERENCE_CONFIG
     if args.width is None and args.depth is None:
         return base

@@ -24,9 +24,9 @@ def variant_config(variant: str) -> SamConfig:
     if variant in OFFICIAL_CONFIGS:
         return OFFICIAL_CONFIGS[variant]
     if variant == "reference":
-        from stt_ros.model.reference import REFERENCE_CONFIG
+        from stt_ros.model.reference import SHIPPED_CONFIG
 
-        return REFERENCE_CONFIG
+        return SHIPPED_CONFIG
     raise ValueError(f"unknown SAM variant {variant!r}; choose one of {', '.join(VARIANTS)}")
 
 
