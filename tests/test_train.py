@@ -337,10 +337,11 @@ def test_ddp_on_cpu_with_gloo(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(1800)  # ~6 min alone on 2 CPU threads, over 10 beside other work; the suite has 600 s
+@pytest.mark.timeout(3600)  # 21 min on one CPU thread with the widened teacher (6 on two with the narrow one)
 @pytest.mark.xfail(
-    reason="at the edge of +0.05: with the stage-9 reference teacher the recipe read 0.359 -> 0.407 in `stt train` "
-    "on one thread (stage 8: 0.391 -> 0.441) and fell short here on two; stage 7 gave +0.021, stage 6 +0.069 "
+    reason="at the edge of +0.05: with the shipped widened reference teacher the recipe read 0.395 -> 0.437 in "
+    "`stt train` on one thread (stage 9: 0.359 -> 0.407, stage 8: 0.391 -> 0.441; both fell short here on two); "
+    "stage 7 gave +0.021, stage 6 +0.069 "
     "(docs/TRAINING.md). Remove this marker when a recipe clears +0.05 with a margin",
     strict=False,
 )
