@@ -167,6 +167,8 @@ def test_the_command_trains_the_shipped_recipe_unless_told_otherwise(tmp_path: P
         return config_from_args(build_parser().parse_args(["train-reference", *flags.split()]))
 
     assert parsed("") == TrainConfig()
+    out = build_parser().parse_args(["train-reference"]).out
+    assert Path(out).resolve() != REFERENCE_WEIGHTS  # a bare run cannot overwrite the shipped model
     save_reference_weights(tiny_sam(0), tiny_config(), tmp_path / "w.pt")
     flags = f"--steps 7 --seed 3 --init {tmp_path / 'w.pt'} --small-object-weighting 0.5 --ema 0.998"
     continued = replace(

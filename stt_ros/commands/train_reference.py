@@ -55,7 +55,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "whatever its shape."
         ),
     )
-    parser.add_argument("--out", default=str(REFERENCE_WEIGHTS), help="fp16 weights file")
+    parser.add_argument(
+        "--out",
+        default=REFERENCE_WEIGHTS.name,
+        help=f"fp16 weights file to write; only naming it ({REFERENCE_WEIGHTS}) replaces the shipped model",
+    )
     parser.add_argument(
         "--checkpoint", help="training checkpoint (default: OUT with suffix .ckpt; with --runs, beside each run's file)"
     )
