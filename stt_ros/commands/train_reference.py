@@ -45,10 +45,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
         description=(
             "Train the reference SAM (SAM's architecture; 1.4 M parameters at the default width, 96) from scratch on "
-            "synthetic scenes "
-            "with SAM's losses and point / multi-point / box prompts. The defaults are the first stage of the shipped "
-            "weights (stt_ros/weights/MODEL_CARD.md has every stage's command; later stages widen it to 192): about 45 "
-            "minutes on 2 CPU cores. "
+            "synthetic scenes with SAM's losses and point / multi-point / box prompts. The defaults are the first "
+            "stage of the shipped weights (stt_ros/weights/MODEL_CARD.md has every stage's command; later stages "
+            "widen it to 192): about 45 minutes on 2 CPU cores. "
             "Checkpoints as it goes; --resume continues a run bit-for-bit. --device cuda (or --precision bf16) trains "
             "in bf16 mixed precision. --width and --depth train a bigger model of the same kind (128: 2.3 M "
             "parameters, 192: 4.8 M); every command that takes --variant reference --checkpoint FILE loads it, "
