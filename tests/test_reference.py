@@ -78,6 +78,16 @@ def test_training_step_reduces_the_loss() -> None:
     assert losses[-1] < losses[0]
 
 
+def test_iou_weight_adds_that_multiple_of_the_iou_error_to_the_training_loss() -> None:
+    sam = build_sam(tiny_config())
+    batch = make_batch(sam, _tiny_train_config(), step=0)
+    with torch.no_grad():
+        losses = [float(forward_loss(sam, batch, torch.device("cpu"), iou_weight=w)[0]) for w in (0.0, 1.0, 5.0)]
+    iou_term = losses[1] - losses[0]
+    assert iou_term > 0
+    assert losses[2] == pytest.approx(losses[0] + 5 * iou_term, rel=1e-5)
+
+
 def test_batches_are_deterministic_and_mix_prompt_kinds() -> None:
     sam = build_sam(tiny_config())
     config = _tiny_train_config(crop=8, crops=4, crops_per_scene=2)
@@ -107,6 +117,7 @@ def test_batches_are_deterministic_and_mix_prompt_kinds() -> None:
         ({"crop": -8}, "multiple"),
         ({"crops": 0}, "at least 1"),
         ({"small_object_weighting": -0.5}, "small_object_weighting must be at least 0"),
+        ({"iou_weight": -1.0}, "iou_weight must be at least 0, got -1.0"),
         ({"ema": 1.0}, r"ema must be a decay in \[0, 1\)"),
         ({"ema": -0.1}, "ema must be a decay"),
         ({"precision": "fp16"}, "precision must be one of auto, bf16, fp32, got 'fp16'"),
@@ -170,9 +181,9 @@ def test_the_command_trains_the_shipped_recipe_unless_told_otherwise(tmp_path: P
     out = build_parser().parse_args(["train-reference"]).out
     assert Path(out).resolve() != REFERENCE_WEIGHTS  # a bare run cannot overwrite the shipped model
     save_reference_weights(tiny_sam(0), tiny_config(), tmp_path / "w.pt")
-    flags = f"--steps 7 --seed 3 --init {tmp_path / 'w.pt'} --small-object-weighting 0.5 --ema 0.998"
+    flags = f"--steps 7 --seed 3 --init {tmp_path / 'w.pt'} --small-object-weighting 0.5 --ema 0.998 --iou-weight 5"
     continued = replace(
-        TrainConfig(), steps=7, seed=3, init=str(tmp_path / "w.pt"), small_object_weighting=0.5, ema=0.998
+        TrainConfig(), steps=7, seed=3, init=str(tmp_path / "w.pt"), small_object_weighting=0.5, ema=0.998, iou_weight=5
     )
     assert parsed(flags) == replace(continued, sam=tiny_config().to_dict())  # the shape the file has
     assert parsed("--width 128").sam == reference_config(128, 4).to_dict()

@@ -30,6 +30,7 @@ OPTIONS = (
     "prompt_pretext",
     "instance_contrast",
     "small_object_weighting",
+    "iou_weight",
     "ema",
     "precision",
     "checkpoint_every",
@@ -107,6 +108,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         type=float,
         help="x in the loss weight (4096 / px) ** x of prompts on objects under 4,096 px (4 x 4 tokens) of the 1024 "
         "frame: 0.5 counts a one-token object 4 times. Oversamples small objects at no extra cost (0: off)",
+    )
+    parser.add_argument(
+        "--iou-weight",
+        type=float,
+        help="weight of the IoU-prediction MSE beside the mask loss (SAM: 1). The predicted IoU picks the mask "
+        "a single point returns; a heavier term trains that pick harder",
     )
     parser.add_argument(
         "--ema",

@@ -64,6 +64,7 @@ class TrainConfig:
     max_instances: int = 12
     min_instance_px: int = 64  # instances with fewer pixels in a crop (1024 frame) get no prompt
     small_object_weighting: float = 0.0  # loss weight (SMALL_OBJECT_PX / px) ** this for smaller objects
+    iou_weight: float = 1.0  # weight of the IoU-prediction MSE beside the mask loss (SAM: 1)
     crop: int = 16  # crop side in tokens (a multiple of the attention window); 0: the whole frame
     crops: int = 8  # crops per step, encoded as one batch
     crops_per_scene: int = 4  # crops cut from each scene (scenes cost about as much as the model step)
@@ -85,6 +86,8 @@ class TrainConfig:
             )
         if self.small_object_weighting < 0:
             raise ValueError(f"small_object_weighting must be at least 0, got {self.small_object_weighting}")
+        if self.iou_weight < 0:
+            raise ValueError(f"iou_weight must be at least 0, got {self.iou_weight}")
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
         if not 0 <= self.ema < 1:
@@ -368,6 +371,7 @@ def forward_loss(
     device: torch.device,
     focal_share: float = 1.0,
     instance_contrast_weight: float = 0.0,
+    iou_weight: float = 1.0,
 ) -> tuple[torch.Tensor, float]:
     """Encode every crop in one pass, decode its prompt groups against it; prompts weighted by object size."""
     origins = [(crop.top, crop.left) for crop in batch.crops]
@@ -391,7 +395,8 @@ def forward_loss(
                 multimask_output=group["multimask"],
             )
             weights = group["weights"]
-            loss, best_iou = sam_loss(logits, iou_pred, group["targets"].to(device), focal_share, weights=weights)
+            targets = group["targets"].to(device)
+            loss, best_iou = sam_loss(logits, iou_pred, targets, focal_share, iou_weight, weights)
             group_weight = float(weights.sum())
             losses.append(loss * group_weight)
             total_weight += group_weight
@@ -641,7 +646,7 @@ def train_reference(
             group["lr"] = learning_rate(config, step)
         batch = make_batch(sam, config, step)
         with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=use_amp):
-            loss, best_iou = forward_loss(sam, batch, dev, config.focal, config.instance_contrast)
+            loss, best_iou = forward_loss(sam, batch, dev, config.focal, config.instance_contrast, config.iou_weight)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(sam.parameters(), 1.0)
