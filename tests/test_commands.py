@@ -16,6 +16,9 @@ def test_demo_writes_masks_overlays_and_foveation_views(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "synthetic scenes" in out  # says plainly what the reference model is
     assert "faster than stock SAM" in out
+    rows = [line.split() for line in out.splitlines() if line.lstrip().startswith("(")]
+    assert len(rows) == 3 and all(row[-2] == "/" for row in rows)  # both models scored against the truth
+    assert all(0.0 <= float(row[-3]) <= 1.0 and 0.0 <= float(row[-1]) <= 1.0 for row in rows)
     names = {p.name for p in tmp_path.iterdir()}
     assert {"input.png", "overlay.png", "overlay_stock.png", "mask_0.png", "foveation_0.png"} <= names
     mask = cv2.imread(str(tmp_path / "mask_0.png"), cv2.IMREAD_GRAYSCALE)

@@ -118,7 +118,7 @@ def run(args: argparse.Namespace) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     cv2.imwrite(str(args.out / "input.png"), cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
     header = f"{'prompt':>14}  {'foveated ms':>11}  {'stock ms':>9}  {'ratio':>6}  {'score':>5}  {'IoU vs stock':>12}"
-    print(header + ("  IoU vs truth" if truth else ""))
+    print(header + ("  IoU vs truth: foveated / stock" if truth else ""))
     ours, theirs, ratios = [], [], []
     for index, prompt in enumerate(prompts):
         result, fov_ms = timed(foveated.predict, image, prompt, args.multimask)
@@ -132,7 +132,7 @@ def run(args: argparse.Namespace) -> int:
             f"{result.score:5.2f}  {mask_iou(result.mask, reference.mask):12.3f}"
         )
         if truth:
-            line += f"  {mask_iou(result.mask, truth[index]):12.3f}"
+            line += f"  {mask_iou(result.mask, truth[index]):24.3f} / {mask_iou(reference.mask, truth[index]):.3f}"
         print(line)
         cv2.imwrite(str(args.out / f"mask_{index}.png"), result.mask.astype(np.uint8) * 255)
         view = foveation_view(foveated, image, prompt)
