@@ -34,6 +34,7 @@ from stt_ros.train.reference import (
     init_for_training,
     instance_contrast_loss,
     make_batch,
+    mask_loss,
     pretrain_prompt_path,
     sam_loss,
     side_by_side_paths,
@@ -118,6 +119,8 @@ def test_batches_are_deterministic_and_mix_prompt_kinds() -> None:
         ({"crops": 0}, "at least 1"),
         ({"small_object_weighting": -0.5}, "small_object_weighting must be at least 0"),
         ({"iou_weight": -1.0}, "iou_weight must be at least 0, got -1.0"),
+        ({"every_output_share": 1.5}, r"every_output_share must be in \[0, 1\], got 1.5"),
+        ({"every_output_share": -0.1}, "every_output_share must be in"),
         ({"ema": 1.0}, r"ema must be a decay in \[0, 1\)"),
         ({"ema": -0.1}, "ema must be a decay"),
         ({"precision": "fp16"}, "precision must be one of auto, bf16, fp32, got 'fp16'"),
@@ -182,8 +185,16 @@ def test_the_command_trains_the_shipped_recipe_unless_told_otherwise(tmp_path: P
     assert Path(out).resolve() != REFERENCE_WEIGHTS  # a bare run cannot overwrite the shipped model
     save_reference_weights(tiny_sam(0), tiny_config(), tmp_path / "w.pt")
     flags = f"--steps 7 --seed 3 --init {tmp_path / 'w.pt'} --small-object-weighting 0.5 --ema 0.998 --iou-weight 5"
+    flags += " --every-output-share 0.5"
     continued = replace(
-        TrainConfig(), steps=7, seed=3, init=str(tmp_path / "w.pt"), small_object_weighting=0.5, ema=0.998, iou_weight=5
+        TrainConfig(),
+        steps=7,
+        seed=3,
+        init=str(tmp_path / "w.pt"),
+        small_object_weighting=0.5,
+        ema=0.998,
+        iou_weight=5,
+        every_output_share=0.5,
     )
     assert parsed(flags) == replace(continued, sam=tiny_config().to_dict())  # the shape the file has
     assert parsed("--width 128").sam == reference_config(128, 4).to_dict()
@@ -235,6 +246,24 @@ def test_prompt_weights_make_the_loss_a_weighted_mean() -> None:
     assert torch.allclose(uniform, sam_loss(logits, iou_pred, targets)[0])
     weighted = sam_loss(logits, iou_pred, targets, weights=torch.tensor([3.0, 1.0, 0.0]))[0]
     assert torch.allclose(weighted, (3 * alone[0] + alone[1]) / 4)
+
+
+def test_every_output_share_moves_the_mask_loss_from_the_best_output_to_the_mean() -> None:
+    generator = torch.Generator().manual_seed(0)
+    logits = torch.randn(4, 3, 8, 8, generator=generator)
+    iou_pred = torch.rand(4, 3, generator=generator)
+    targets = (torch.rand(4, 1, 8, 8, generator=generator) > 0.5).float()
+    per_output = mask_loss(logits, targets.expand_as(logits), focal_share=0.0)
+    iou_term = sam_loss(logits, iou_pred, targets, 0.0, iou_weight=1.0)[0] - per_output.min(dim=1).values.mean()
+    for share in (0.0, 0.3, 1.0):
+        expected = (1 - share) * per_output.min(dim=1).values + share * per_output.mean(dim=1)
+        loss = sam_loss(logits, iou_pred, targets, 0.0, every_output_share=share)[0]
+        assert torch.allclose(loss, expected.mean() + iou_term)
+    single = logits[:, :1]  # multi-point and box prompts: one output, nothing to share
+    assert torch.allclose(
+        sam_loss(single, iou_pred[:, :1], targets, 0.0, every_output_share=1.0)[0],
+        sam_loss(single, iou_pred[:, :1], targets, 0.0)[0],
+    )
 
 
 def test_prompts_fall_inside_their_crop_in_frame_coordinates() -> None:

@@ -31,6 +31,7 @@ OPTIONS = (
     "instance_contrast",
     "small_object_weighting",
     "iou_weight",
+    "every_output_share",
     "ema",
     "precision",
     "checkpoint_every",
@@ -114,6 +115,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         type=float,
         help="weight of the IoU-prediction MSE beside the mask loss (SAM: 1). The predicted IoU picks the mask "
         "a single point returns; a heavier term trains that pick harder",
+    )
+    parser.add_argument(
+        "--every-output-share",
+        type=float,
+        help="share of a single point's mask loss averaged over all three outputs instead of taken at the best "
+        "one (SAM: 0). Pulls the outputs toward one mask, so the predicted IoU has less to choose between; "
+        "for data with one right mask per point, as the synthetic scenes have (0 to 1)",
     )
     parser.add_argument(
         "--ema",

@@ -65,6 +65,7 @@ class TrainConfig:
     min_instance_px: int = 64  # instances with fewer pixels in a crop (1024 frame) get no prompt
     small_object_weighting: float = 0.0  # loss weight (SMALL_OBJECT_PX / px) ** this for smaller objects
     iou_weight: float = 1.0  # weight of the IoU-prediction MSE beside the mask loss (SAM: 1)
+    every_output_share: float = 0.0  # share of the mask loss averaged over all 3 outputs, not the best's (SAM: 0)
     crop: int = 16  # crop side in tokens (a multiple of the attention window); 0: the whole frame
     crops: int = 8  # crops per step, encoded as one batch
     crops_per_scene: int = 4  # crops cut from each scene (scenes cost about as much as the model step)
@@ -88,6 +89,8 @@ class TrainConfig:
             raise ValueError(f"small_object_weighting must be at least 0, got {self.small_object_weighting}")
         if self.iou_weight < 0:
             raise ValueError(f"iou_weight must be at least 0, got {self.iou_weight}")
+        if not 0 <= self.every_output_share <= 1:
+            raise ValueError(f"every_output_share must be in [0, 1], got {self.every_output_share}")
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
         if not 0 <= self.ema < 1:
@@ -295,10 +298,14 @@ def sam_loss(
     focal_share: float = 1.0,
     iou_weight: float = 1.0,
     weights: torch.Tensor | None = None,
+    every_output_share: float = 0.0,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """SAM's loss for N prompts x M outputs: `mask_loss` at the best output, + MSE of predicted IoU.
 
     `iou_weight` scales the MSE (SAM: 1); `weights` (N) make the mean over prompts a weighted one.
+    `every_output_share` moves that share of the mask loss from the best output to the mean over all M: SAM
+    trains only the best, so the others may drift to other guesses, which suits real images' part / whole
+    ambiguity but leaves the predicted IoU a harder pick where each point has one right mask.
     Returns (total loss, IoU of the best output per prompt) — the latter for logging.
     """
     logits = logits.float()
@@ -309,7 +316,8 @@ def sam_loss(
         actual_iou = mask_ious(logits > 0, targets > 0.5)
         best_iou = actual_iou.gather(1, per_output.argmin(dim=1, keepdim=True))[:, 0]
     iou_loss = F.mse_loss(iou_pred.float(), actual_iou, reduction="none").mean(dim=1)
-    per_prompt = best + iou_weight * iou_loss
+    masks = (1.0 - every_output_share) * best + every_output_share * per_output.mean(dim=1)
+    per_prompt = masks + iou_weight * iou_loss
     if weights is None:
         return per_prompt.mean(), best_iou
     weights = weights.to(per_prompt)
@@ -372,6 +380,7 @@ def forward_loss(
     focal_share: float = 1.0,
     instance_contrast_weight: float = 0.0,
     iou_weight: float = 1.0,
+    every_output_share: float = 0.0,
 ) -> tuple[torch.Tensor, float]:
     """Encode every crop in one pass, decode its prompt groups against it; prompts weighted by object size."""
     origins = [(crop.top, crop.left) for crop in batch.crops]
@@ -396,7 +405,7 @@ def forward_loss(
             )
             weights = group["weights"]
             targets = group["targets"].to(device)
-            loss, best_iou = sam_loss(logits, iou_pred, targets, focal_share, iou_weight, weights)
+            loss, best_iou = sam_loss(logits, iou_pred, targets, focal_share, iou_weight, weights, every_output_share)
             group_weight = float(weights.sum())
             losses.append(loss * group_weight)
             total_weight += group_weight
@@ -646,7 +655,9 @@ def train_reference(
             group["lr"] = learning_rate(config, step)
         batch = make_batch(sam, config, step)
         with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=use_amp):
-            loss, best_iou = forward_loss(sam, batch, dev, config.focal, config.instance_contrast, config.iou_weight)
+            loss, best_iou = forward_loss(
+                sam, batch, dev, config.focal, config.instance_contrast, config.iou_weight, config.every_output_share
+            )
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(sam.parameters(), 1.0)
