@@ -341,8 +341,8 @@ def test_ddp_on_cpu_with_gloo(tmp_path):
 @pytest.mark.xfail(
     reason="at the edge of +0.05: with the shipped widened reference teacher the recipe read 0.395 -> 0.437 in "
     "`stt train` on one thread (stage 9: 0.359 -> 0.407, stage 8: 0.391 -> 0.441; both fell short here on two); "
-    "stage 7 gave +0.021, stage 6 +0.069 "
-    "(docs/TRAINING.md). Remove this marker when a recipe clears +0.05 with a margin",
+    "stage 7 gave +0.021, stage 6 +0.069 (docs/TRAINING.md). Remove this marker when a recipe clears +0.05 with "
+    "a margin",
     strict=False,
 )
 @pytest.mark.skipif(not REFERENCE_WEIGHTS.is_file(), reason="reference SAM weights are not present")
