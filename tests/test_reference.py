@@ -9,8 +9,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from stt_ros.evaluation import evaluate, evaluate_sam, heldout_scenes
+from stt_ros.masks import interior_point
 from stt_ros.model.checkpoints import variant_config
 from stt_ros.model.reference import (
     REFERENCE_CONFIG,
@@ -28,11 +31,13 @@ from stt_ros.testing import tiny_config, tiny_sam
 from stt_ros.train.reference import (
     TrainConfig,
     WeightAverage,
+    _prompt_groups,
     _token_ids,
     encode_crops,
     forward_loss,
     init_for_training,
     instance_contrast_loss,
+    interior_weights,
     make_batch,
     mask_ious,
     mask_loss,
@@ -122,6 +127,7 @@ def test_batches_are_deterministic_and_mix_prompt_kinds() -> None:
         ({"iou_weight": -1.0}, "iou_weight must be at least 0, got -1.0"),
         ({"every_output_share": 1.5}, r"every_output_share must be in \[0, 1\], got 1.5"),
         ({"every_output_share": -0.1}, "every_output_share must be in"),
+        ({"interior_bias": -1.0}, "interior_bias must be at least 0, got -1.0"),
         ({"ema": 1.0}, r"ema must be a decay in \[0, 1\)"),
         ({"ema": -0.1}, "ema must be a decay"),
         ({"precision": "fp16"}, "precision must be one of auto, bf16, fp32, got 'fp16'"),
@@ -186,7 +192,7 @@ def test_the_command_trains_the_shipped_recipe_unless_told_otherwise(tmp_path: P
     assert Path(out).resolve() != REFERENCE_WEIGHTS  # a bare run cannot overwrite the shipped model
     save_reference_weights(tiny_sam(0), tiny_config(), tmp_path / "w.pt")
     flags = f"--steps 7 --seed 3 --init {tmp_path / 'w.pt'} --small-object-weighting 0.5 --ema 0.998 --iou-weight 5"
-    flags += " --every-output-share 0.5"
+    flags += " --every-output-share 0.5 --interior-bias 1"
     continued = replace(
         TrainConfig(),
         steps=7,
@@ -196,6 +202,7 @@ def test_the_command_trains_the_shipped_recipe_unless_told_otherwise(tmp_path: P
         ema=0.998,
         iou_weight=5,
         every_output_share=0.5,
+        interior_bias=1.0,
     )
     assert parsed(flags) == replace(continued, sam=tiny_config().to_dict())  # the shape the file has
     assert parsed("--width 128").sam == reference_config(128, 4).to_dict()
@@ -265,6 +272,38 @@ def test_every_output_share_moves_the_mask_loss_from_the_best_output_to_the_mean
         sam_loss(single, iou_pred[:, :1], targets, 0.0, every_output_share=1.0)[0],
         sam_loss(single, iou_pred[:, :1], targets, 0.0)[0],
     )
+
+
+def test_interior_weights_are_the_depth_inside_the_mask_and_peak_at_the_protocol_point() -> None:
+    mask = np.zeros((40, 60), bool)
+    mask[5:16, 10:51] = True  # 11 x 41: depth 1 on the edge, 6 on the middle row
+    mask[0:3, 0:4] = True  # a corner piece touching the frame edge, which counts as boundary
+    ys, xs = np.nonzero(mask)
+    assert interior_weights(mask, ys, xs, 0.0) is None  # SAM's uniform draw
+    depth = interior_weights(mask, ys, xs, 1.0)
+    assert depth.min() == 1.0 and depth.max() == 6.0
+    assert depth[(ys == 0) & (xs == 0)] == 1.0 and depth[(ys == 1) & (xs == 1)] == 2.0
+    peak = int(np.argmax(depth))
+    assert (xs[peak], ys[peak]) == interior_point(mask)
+    assert np.allclose(interior_weights(mask, ys, xs, 2.5), depth**2.5)
+
+
+@settings(max_examples=25, deadline=None)
+@given(seed=st.integers(0, 10**6))
+def test_interior_bias_draws_single_points_deep_inside_their_object(seed: int) -> None:
+    ids = np.zeros((64, 64), np.uint16)
+    ids[4:28, 4:60] = 1  # deepest 12 px
+    ids[36:60, 20:44] = 2  # deepest 12 px
+    depth = np.zeros(ids.shape)
+    for k in (1, 2):
+        ys, xs = np.nonzero(ids == k)
+        depth[ys, xs] = interior_weights(ids == k, ys, xs, 1.0)
+    config = replace(_tiny_train_config(), interior_bias=100.0)
+    groups = _prompt_groups(np.random.default_rng(seed), ids, (0, 0), config)
+    single = next(group for group in groups if group["multimask"])
+    points = single["points"][0][:, 0].numpy().astype(int)
+    assert sorted(ids[points[:, 1], points[:, 0]].tolist()) == [1, 2]  # one point on each object
+    assert depth[points[:, 1], points[:, 0]].min() >= 10.0  # a uniform draw lands this deep 6-17 % of the time
 
 
 def test_prompts_fall_inside_their_crop_in_frame_coordinates() -> None:

@@ -32,6 +32,7 @@ OPTIONS = (
     "small_object_weighting",
     "iou_weight",
     "every_output_share",
+    "interior_bias",
     "ema",
     "precision",
     "checkpoint_every",
@@ -122,6 +123,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="share of a single point's mask loss averaged over all three outputs instead of taken at the best "
         "one (SAM: 0). Pulls the outputs toward one mask, so the predicted IoU has less to choose between; "
         "for data with one right mask per point, as the synthetic scenes have (0 to 1)",
+    )
+    parser.add_argument(
+        "--interior-bias",
+        type=float,
+        help="x in the weight (distance to the object's boundary) ** x with which single-point prompts are drawn "
+        "(SAM: 0, uniform over the object). People and robots click well inside an object; 1 draws points in "
+        "proportion to their depth, so fewer land on the edge",
     )
     parser.add_argument(
         "--ema",

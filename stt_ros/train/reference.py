@@ -66,6 +66,7 @@ class TrainConfig:
     small_object_weighting: float = 0.0  # loss weight (SMALL_OBJECT_PX / px) ** this for smaller objects
     iou_weight: float = 1.0  # weight of the IoU-prediction MSE beside the mask loss (SAM: 1)
     every_output_share: float = 0.0  # share of the mask loss averaged over all 3 outputs, not the best's (SAM: 0)
+    interior_bias: float = 0.0  # single points drawn with weight (distance to the boundary) ** this (SAM: 0, uniform)
     crop: int = 16  # crop side in tokens (a multiple of the attention window); 0: the whole frame
     crops: int = 8  # crops per step, encoded as one batch
     crops_per_scene: int = 4  # crops cut from each scene (scenes cost about as much as the model step)
@@ -91,6 +92,8 @@ class TrainConfig:
             raise ValueError(f"iou_weight must be at least 0, got {self.iou_weight}")
         if not 0 <= self.every_output_share <= 1:
             raise ValueError(f"every_output_share must be in [0, 1], got {self.every_output_share}")
+        if self.interior_bias < 0:
+            raise ValueError(f"interior_bias must be at least 0, got {self.interior_bias}")
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
         if not 0 <= self.ema < 1:
@@ -126,9 +129,27 @@ def _resize_longest(array: np.ndarray, target: int, interpolation: int) -> np.nd
     return cv2.resize(array, (width, height), interpolation=interpolation)
 
 
-def _sample_point(rng: np.random.Generator, ys: np.ndarray, xs: np.ndarray) -> list[float]:
-    i = int(rng.integers(len(ys)))
+def _sample_point(
+    rng: np.random.Generator, ys: np.ndarray, xs: np.ndarray, weights: np.ndarray | None = None
+) -> list[float]:
+    """A pixel centre among (ys, xs): uniform, or with probability proportional to `weights`."""
+    i = int(rng.integers(len(ys))) if weights is None else int(rng.choice(len(ys), p=weights / weights.sum()))
     return [float(xs[i]) + 0.5, float(ys[i]) + 0.5]
+
+
+def interior_weights(mask: np.ndarray, ys: np.ndarray, xs: np.ndarray, bias: float) -> np.ndarray | None:
+    """Weights (distance to the mask's boundary) ** bias for its pixels (ys, xs); None (uniform) for bias 0.
+
+    People click well inside an object, and so do the prompts a robot sends (a detection's centre, a grasp
+    point); SAM trains single points uniformly over the mask, so most of them sit near its edge. The frame
+    edge counts as boundary, as in `masks.interior_point`.
+    """
+    if bias == 0:
+        return None
+    y0, x0 = ys.min(), xs.min()
+    box = np.pad(mask[y0 : ys.max() + 1, x0 : xs.max() + 1], 1).astype(np.uint8)
+    distance = cv2.distanceTransform(box, cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
+    return distance[ys - y0 + 1, xs - x0 + 1].astype(np.float64) ** bias
 
 
 def _crop_origin(rng: np.random.Generator, ids: np.ndarray, size: int, patch: int, align: int) -> tuple[int, int]:
@@ -165,7 +186,8 @@ def _prompt_groups(rng: np.random.Generator, ids: np.ndarray, offset: tuple[int,
 
     Single points get the 3-mask output (loss at the best), 2–4 points (half the time one negative) and
     jittered boxes the single output. Coordinates are in 1024-frame pixels, so prompts keep their place in
-    the frame's positional encoding. Each prompt carries its object's `size_weight`.
+    the frame's positional encoding. Each prompt carries its object's `size_weight`; single points lean
+    inward with `config.interior_bias` (`interior_weights`).
     """
     low = ids.shape[0] // 4  # SAM's low-resolution mask grid
     counts = np.bincount(ids.ravel())
@@ -180,7 +202,8 @@ def _prompt_groups(rng: np.random.Generator, ids: np.ndarray, offset: tuple[int,
         ys, xs = np.nonzero(mask)
         target = cv2.resize(mask.astype(np.float32), (low, low), interpolation=cv2.INTER_AREA)
         weight = size_weight(int(counts[k]), config.small_object_weighting)
-        kinds["point"].append(([_sample_point(rng, ys + dy, xs + dx)], [1], target, weight))
+        inward = interior_weights(mask, ys, xs, config.interior_bias)
+        kinds["point"].append(([_sample_point(rng, ys + dy, xs + dx, inward)], [1], target, weight))
         if rng.random() < 0.5:
             points = [_sample_point(rng, ys + dy, xs + dx) for _ in range(n_multi)]
             labels = [1] * n_multi
