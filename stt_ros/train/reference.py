@@ -141,8 +141,8 @@ def interior_weights(mask: np.ndarray, ys: np.ndarray, xs: np.ndarray, bias: flo
     """Weights (distance to the mask's boundary) ** bias for its pixels (ys, xs); None (uniform) for bias 0.
 
     People click well inside an object, and so do the prompts a robot sends (a detection's centre, a grasp
-    point); SAM trains single points uniformly over the mask, so most of them sit near its edge. The frame
-    edge counts as boundary, as in `masks.interior_point`.
+    point); SAM trains single points uniformly over the mask, so most of them sit near its edge. The edge of
+    the view (frame or crop) counts as boundary, as in `masks.interior_point`.
     """
     if bias == 0:
         return None
