@@ -6,6 +6,15 @@ import cv2
 import numpy as np
 
 
+def boundary_distance(mask: np.ndarray) -> np.ndarray:
+    """Each pixel's Euclidean distance to the nearest pixel outside `mask` (0 outside it).
+
+    The image border counts as boundary too: a mask cut by the view is treated as ending there.
+    """
+    padded = np.pad(np.asarray(mask, dtype=bool), 1).astype(np.uint8)
+    return cv2.distanceTransform(padded, cv2.DIST_L2, cv2.DIST_MASK_PRECISE)[1:-1, 1:-1]
+
+
 def interior_point(mask: np.ndarray) -> tuple[float, float] | None:
     """The (u, v) pixel of `mask` farthest from its boundary (SAM's single-point protocol).
 
@@ -17,9 +26,7 @@ def interior_point(mask: np.ndarray) -> tuple[float, float] | None:
         raise ValueError(f"mask must be 2-D (HxW), got shape {mask.shape}")
     if not mask.any():
         return None
-    # Pad so that the image border counts as boundary too.
-    padded = np.pad(mask, 1).astype(np.uint8)
-    distance = cv2.distanceTransform(padded, cv2.DIST_L2, cv2.DIST_MASK_PRECISE)[1:-1, 1:-1]
+    distance = boundary_distance(mask)
     row, col = np.unravel_index(int(np.argmax(distance)), distance.shape)
     return float(col), float(row)
 
