@@ -16,6 +16,7 @@ import numpy as np
 SHAPES = ("ellipse", "rectangle", "polygon", "star", "blob")
 TEXTURES = ("solid", "stripes", "checker", "noise", "gradient")
 MIN_OBJECT_PX = 20
+MIN_SCENE_SIDE = 64  # px: room for a few objects of the smallest size
 MIN_VISIBLE_FRACTION = 0.25  # instances occluded beyond this are dropped from the ground truth
 MIN_VISIBLE_PX = 60
 
@@ -217,8 +218,8 @@ def _render(objects: list[_Object], background: np.ndarray, rng: np.random.Gener
 
 
 def _layout(seed: int, width: int, height: int) -> tuple[list[_Object], np.ndarray, np.random.Generator]:
-    if width < 64 or height < 64:
-        raise ValueError(f"scene size must be at least 64x64, got {width}x{height}")
+    if width < MIN_SCENE_SIDE or height < MIN_SCENE_SIDE:
+        raise ValueError(f"scene size must be at least {MIN_SCENE_SIDE}x{MIN_SCENE_SIDE}, got {width}x{height}")
     rng = np.random.default_rng([seed, width, height])
     background = _background(rng, width, height)
     count = int(rng.integers(3, 13))

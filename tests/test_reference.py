@@ -128,6 +128,8 @@ def test_batches_are_deterministic_and_mix_prompt_kinds() -> None:
         ({"every_output_share": 1.5}, r"every_output_share must be in \[0, 1\], got 1.5"),
         ({"every_output_share": -0.1}, "every_output_share must be in"),
         ({"interior_bias": -1.0}, "interior_bias must be at least 0, got -1.0"),
+        ({"sizes": ()}, "sizes must name at least one scene"),
+        ({"sizes": ((640, 480), (640, 32))}, r"each side at least 64, got \(\(640, 480\), \(640, 32\)\)"),
         ({"ema": 1.0}, r"ema must be a decay in \[0, 1\)"),
         ({"ema": -0.1}, "ema must be a decay"),
         ({"precision": "fp16"}, "precision must be one of auto, bf16, fp32, got 'fp16'"),
@@ -192,7 +194,7 @@ def test_the_command_trains_the_shipped_recipe_unless_told_otherwise(tmp_path: P
     assert Path(out).resolve() != REFERENCE_WEIGHTS  # a bare run cannot overwrite the shipped model
     save_reference_weights(tiny_sam(0), tiny_config(), tmp_path / "w.pt")
     flags = f"--steps 7 --seed 3 --init {tmp_path / 'w.pt'} --small-object-weighting 0.5 --ema 0.998 --iou-weight 5"
-    flags += " --every-output-share 0.5 --interior-bias 1"
+    flags += " --every-output-share 0.5 --interior-bias 1 --sizes 1280x720,1920X1080"
     continued = replace(
         TrainConfig(),
         steps=7,
@@ -203,12 +205,37 @@ def test_the_command_trains_the_shipped_recipe_unless_told_otherwise(tmp_path: P
         iou_weight=5,
         every_output_share=0.5,
         interior_bias=1.0,
+        sizes=((1280, 720), (1920, 1080)),
     )
     assert parsed(flags) == replace(continued, sam=tiny_config().to_dict())  # the shape the file has
     assert parsed("--width 128").sam == reference_config(128, 4).to_dict()
     assert parsed(f"--depth 6 --init {tmp_path / 'w.pt'}").sam == reference_config(32, 6).to_dict()  # its width
     with pytest.raises(FileNotFoundError, match=r"missing\.pt"):
         parsed(f"--init {tmp_path / 'missing.pt'}")
+
+
+def test_a_malformed_size_is_refused_by_name(capsys: pytest.CaptureFixture) -> None:
+    from stt_ros.cli import build_parser
+
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["train-reference", "--sizes", "640x480,1280by720"])
+    assert "'1280by720' is not WIDTHxHEIGHT" in capsys.readouterr().err
+
+
+@given(st.lists(st.tuples(st.integers(1, 10**5), st.integers(1, 10**5)), min_size=1, max_size=6))
+def test_sizes_survive_the_command_line(sizes: list[tuple[int, int]]) -> None:
+    from stt_ros.commands.train_reference import format_sizes, parse_sizes
+
+    assert parse_sizes(format_sizes(tuple(sizes))) == tuple(sizes)
+
+
+def test_scene_sizes_take_turns_and_shape_the_frame() -> None:
+    config = _tiny_train_config(crop=0, crops=2, sizes=[[1024, 256], [256, 1024]])
+    assert config.sizes == ((1024, 256), (256, 1024))  # a checkpoint's lists come back as the tuples
+    wide, tall = make_batch(build_sam(tiny_config()), config, 0).images
+    # The tiny frame is 256 px: a 4:1 scene fills its top 64 rows, a 1:4 scene its left 64 columns; SAM pads zeros.
+    assert wide[:, 64:].abs().sum() == 0 and wide[:, :64].abs().sum(dim=(0, 2)).min() > 0
+    assert tall[:, :, 64:].abs().sum() == 0 and tall[:, :, :64].abs().sum(dim=(0, 1)).min() > 0
 
 
 def test_reference_shapes_grow_from_the_shipped_one() -> None:

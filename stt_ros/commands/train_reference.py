@@ -17,6 +17,22 @@ from stt_ros.model.reference import (
 from stt_ros.model.sam_config import SamConfig
 from stt_ros.train.reference import PRECISIONS, TrainConfig
 
+
+def parse_sizes(text: str) -> tuple[tuple[int, int], ...]:
+    """'640x480,1280x720' -> ((640, 480), (1280, 720)); argparse reports the ValueError's message."""
+    sizes = []
+    for item in text.split(","):
+        width, _, height = item.strip().lower().partition("x")
+        if not (width.isdigit() and height.isdigit()):
+            raise argparse.ArgumentTypeError(f"{item!r} is not WIDTHxHEIGHT (e.g. 1280x720)")
+        sizes.append((int(width), int(height)))
+    return tuple(sizes)
+
+
+def format_sizes(sizes: tuple[tuple[int, int], ...]) -> str:
+    return ",".join(f"{width}x{height}" for width, height in sizes)
+
+
 # TrainConfig fields set from the command line; their defaults are the shipped recipe.
 OPTIONS = (
     "seed",
@@ -33,6 +49,7 @@ OPTIONS = (
     "iou_weight",
     "every_output_share",
     "interior_bias",
+    "sizes",
     "ema",
     "precision",
     "checkpoint_every",
@@ -132,6 +149,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "proportion to their depth, so fewer land on the edge",
     )
     parser.add_argument(
+        "--sizes",
+        type=parse_sizes,
+        help="camera sizes of the training scenes, WIDTHxHEIGHT separated by commas, used in turn. SAM resizes "
+        "every frame to 1024 on its long side, so a 1280x720 frame shrinks its objects: more large frames "
+        "train the small objects of HD cameras",
+    )
+    parser.add_argument(
         "--ema",
         type=float,
         help="decay of an exponential moving average of the weights (e.g. 0.998: about the last 500 steps); the "
@@ -157,7 +181,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
     parser.add_argument("--threads", type=int, default=2, help="CPU threads for torch (per run with --runs)")
     recipe = TrainConfig()
-    parser.set_defaults(handler=run, **{name: getattr(recipe, name) for name in OPTIONS})
+    defaults = {name: getattr(recipe, name) for name in OPTIONS}
+    defaults["sizes"] = format_sizes(recipe.sizes)  # argparse runs a str default through parse_sizes
+    parser.set_defaults(handler=run, **defaults)
 
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:

@@ -35,7 +35,7 @@ from stt_ros.model.reference import (
 from stt_ros.model.sam_config import SamConfig, build_sam
 from stt_ros.model.widen import widen_factor, widen_sam
 from stt_ros.plotting import plot_loss, pyplot
-from stt_ros.scenes import generate_scene
+from stt_ros.scenes import MIN_SCENE_SIDE, generate_scene
 
 TRAIN_SIZES = ((640, 480), (1280, 720), (800, 600), (960, 540), (1024, 768), (480, 640))
 MAX_SEED = 100_000  # training scene seeds are seed * 10**7 + scene index, below evaluation.HELDOUT_SEED_BASE
@@ -68,6 +68,7 @@ class TrainConfig:
     iou_weight: float = 1.0  # weight of the IoU-prediction MSE beside the mask loss (SAM: 1)
     every_output_share: float = 0.0  # share of the mask loss averaged over all 3 outputs, not the best's (SAM: 0)
     interior_bias: float = 0.0  # single points drawn with weight (distance to the boundary) ** this (SAM: 0, uniform)
+    sizes: tuple[tuple[int, int], ...] = TRAIN_SIZES  # camera (width, height) of the scenes, in turn step by step
     crop: int = 16  # crop side in tokens (a multiple of the attention window); 0: the whole frame
     crops: int = 8  # crops per step, encoded as one batch
     crops_per_scene: int = 4  # crops cut from each scene (scenes cost about as much as the model step)
@@ -95,6 +96,12 @@ class TrainConfig:
             raise ValueError(f"every_output_share must be in [0, 1], got {self.every_output_share}")
         if self.interior_bias < 0:
             raise ValueError(f"interior_bias must be at least 0, got {self.interior_bias}")
+        self.sizes = tuple((int(width), int(height)) for width, height in self.sizes)
+        if not self.sizes or min(min(size) for size in self.sizes) < MIN_SCENE_SIDE:
+            raise ValueError(
+                f"sizes must name at least one scene (width, height), each side at least {MIN_SCENE_SIDE}, "
+                f"got {self.sizes}"
+            )
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
         if not 0 <= self.ema < 1:
@@ -254,7 +261,7 @@ def make_batch(sam: Sam, config: TrainConfig, step: int) -> Batch:
     images, crops = [], []
     for first in range(0, config.crops, config.crops_per_scene):
         index = step * -(-config.crops // config.crops_per_scene) + first // config.crops_per_scene
-        width, height = TRAIN_SIZES[index % len(TRAIN_SIZES)]
+        width, height = config.sizes[index % len(config.sizes)]
         scene = generate_scene(config.seed * STEPS_PER_SEED + index, width, height)
         image = torch.from_numpy(_resize_longest(scene.image, frame, cv2.INTER_LINEAR)).permute(2, 0, 1).float()
         image = (image - mean) / std  # SAM's preprocess; its zero padding is the crop's zero fill below
