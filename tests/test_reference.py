@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import shutil
 from dataclasses import replace
 from pathlib import Path
@@ -24,6 +25,7 @@ from stt_ros.model.reference import (
     read_reference_weights,
     reference_config,
     save_reference_weights,
+    shared_repeats,
 )
 from stt_ros.model.sam_config import build_sam
 from stt_ros.scenes import generate_scene
@@ -492,6 +494,21 @@ def test_averaged_weights_are_the_mean_of_their_files_and_record_them(tmp_path: 
     with pytest.raises(ValueError, match="different SAM shape"):
         average_reference_weights([*paths, REFERENCE_WEIGHTS], tmp_path / "x.pt")  # the shipped shape differs
     assert not (tmp_path / "x.pt").exists()
+
+
+def test_an_average_writes_the_lineage_its_files_share_once(tmp_path: Path) -> None:
+    tree = {"a": [1, {"b": 2.0}], "c": [1, {"b": 2.0}], "d": (1, {"b": 2.0}), "e": [1, {"b": 2}]}
+    shared = shared_repeats(copy.deepcopy(tree))
+    assert shared == tree and shared["a"] is shared["c"]
+    assert shared["d"] is not shared["a"] and shared["e"] is not shared["a"]  # a tuple or an int is not the same
+    lineage = {"train_config": {"notes": "x" * 50_000}, "init": {"steps": [1, 2, 3]}}
+    paths = [tmp_path / f"w{seed}.pt" for seed in (0, 1)]
+    for seed, path in enumerate(paths):
+        save_reference_weights(tiny_sam(seed), tiny_config(), path, {"seed": seed, "init": copy.deepcopy(lineage)})
+    average_reference_weights(paths, tmp_path / "avg.pt")
+    assert (tmp_path / "avg.pt").stat().st_size < paths[0].stat().st_size + 5_000  # 50 kB once, not twice
+    meta = torch.load(tmp_path / "avg.pt", weights_only=True)["meta"]
+    assert meta == {"average_of": [{"seed": 0, "init": lineage}, {"seed": 1, "init": lineage}]}
 
 
 def test_the_average_command_writes_and_measures_the_soup(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:

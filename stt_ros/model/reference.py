@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import torch
 from segment_anything.modeling import Sam
@@ -66,7 +67,23 @@ def save_reference_weights(sam: Sam, config: SamConfig, path: str | Path, meta: 
     state = {key: value.detach().to("cpu", torch.float16) for key, value in sam.state_dict().items()}
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({"config": config.to_dict(), "state_dict": state, "meta": meta or {}}, path)
+    torch.save({"config": config.to_dict(), "state_dict": state, "meta": shared_repeats(meta or {})}, path)
+
+
+def shared_repeats(tree: Any, seen: dict[str, Any] | None = None) -> Any:
+    """`tree` with equal dicts, lists and tuples made one object, which pickle then writes once.
+
+    An average's meta holds each run's lineage, and runs continued from one file share all of it: without
+    this, every average repeats its ancestors' records (the stage-14 file: 0.8 MB of 10.4).
+    """
+    seen = {} if seen is None else seen
+    if isinstance(tree, dict):
+        node: Any = {key: shared_repeats(value, seen) for key, value in tree.items()}
+    elif isinstance(tree, list | tuple):
+        node = type(tree)(shared_repeats(value, seen) for value in tree)
+    else:
+        return tree
+    return seen.setdefault(repr(node), node)
 
 
 def read_reference_weights(path: str | Path) -> tuple[SamConfig, dict[str, torch.Tensor], dict]:
