@@ -19,7 +19,7 @@ from stt_ros.train.reference import PRECISIONS, TrainConfig
 
 
 def parse_sizes(text: str) -> tuple[tuple[int, int], ...]:
-    """'640x480,1280x720' -> ((640, 480), (1280, 720)); argparse reports the ValueError's message."""
+    """'640x480,1280x720' -> ((640, 480), (1280, 720)); argparse reports the ArgumentTypeError's message."""
     sizes = []
     for item in text.split(","):
         width, _, height = item.strip().lower().partition("x")
