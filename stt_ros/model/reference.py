@@ -57,8 +57,8 @@ SHIPPED_CONFIG = reference_config(SHIPPED_WIDTH)
 REFERENCE_WEIGHTS = Path(__file__).resolve().parent.parent / "weights" / "reference_sam.pt"
 # What the shipped weights can do, said wherever they are used; update it with MODEL_CARD.md on retraining.
 REFERENCE_STATUS = (
-    "trained to held-out single-point mIoU 0.794 (oracle-of-3 0.813) against a 0.80 target: masks follow the "
-    "prompted object but are coarse (see stt_ros/weights/MODEL_CARD.md)"
+    "trained to held-out single-point mIoU 0.801 (oracle-of-3 0.825; target 0.80): masks follow the prompted "
+    "object but are coarse on small ones (see stt_ros/weights/MODEL_CARD.md)"
 )
 
 
