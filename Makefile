@@ -22,4 +22,4 @@ test-numpy1: install
 	$(PYTHON) -m venv --system-site-packages .venv-numpy1
 	.venv-numpy1/bin/python -m pip install -q "numpy==1.26.4"
 	.venv-numpy1/bin/python -m pytest -q -p no:cacheprovider -m "not slow and not cuda" \
-		tests/test_foveation.py tests/test_predictor.py tests/test_invariants.py tests/ros tests/bag
+		tests/test_foveation.py tests/test_predictor.py tests/test_invariants.py tests/pipeline tests/bag

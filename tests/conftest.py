@@ -9,7 +9,7 @@ import pytest
 @pytest.fixture(scope="session")
 def tiny():
     """A SAM with G = 16 divisible by its window (4): windowed and global blocks."""
-    from stt_ros.testing import tiny_config, tiny_sam
+    from stt_ros.model.tiny import tiny_config, tiny_sam
 
     return tiny_sam(0, tiny_config(window_size=4))
 
@@ -17,7 +17,7 @@ def tiny():
 @pytest.fixture(scope="session")
 def tiny_padded():
     """A SAM whose G = 16 is not divisible by its window (5), so stock SAM pads edge windows."""
-    from stt_ros.testing import tiny_config, tiny_sam
+    from stt_ros.model.tiny import tiny_config, tiny_sam
 
     return tiny_sam(1, tiny_config(window_size=5))
 

@@ -8,7 +8,7 @@ import cv2
 import numpy as np
 import pytest
 
-from stt_ros.cli import main
+from stt_ros.commands.cli import main
 
 
 def test_demo_writes_masks_overlays_and_foveation_views(tmp_path, capsys):
@@ -64,10 +64,10 @@ def test_bench_reports_json(capsys):
 @pytest.mark.parametrize("command", [["bench"], ["train", "--data", "synthetic", "--out", "a.pt"]])
 def test_model_options_default_to_the_chosen_configuration(command):
     """Every command that builds a foveated model starts from the same defaults as the library and the node."""
-    from stt_ros.cli import build_parser
+    from stt_ros.commands.cli import build_parser
     from stt_ros.foveation import DEFAULT_TOKENS
     from stt_ros.model.encoder import DEFAULT_ATTENTION, DEFAULT_PROPORTIONAL
-    from stt_ros.ros.config import DEFAULTS
+    from stt_ros.pipeline.parameters import DEFAULTS
 
     args = build_parser().parse_args(command)
     chosen = (args.pattern, args.attention, args.tokens, args.proportional)

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from stt_ros import FoveatedPredictor, Prompt, ReferencePredictor
-from stt_ros.testing import stock_equivalent_options
+from stt_ros.model.tiny import stock_equivalent_options
 
 PROMPTS = [
     Prompt(points=[(120.0, 90.0)]),

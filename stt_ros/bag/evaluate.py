@@ -20,18 +20,18 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
+from stt_ros.bag.messages import msg_type_name
 from stt_ros.bag.metrics import FrameRecord, PromptRecord, records_as_rows, summarize
 from stt_ros.bag.reader import Bag, BagError, Message, Skipped
 from stt_ros.bag.report import write_report
 from stt_ros.bag.results import ResultsBag
-from stt_ros.binding import Frame, FrameBuffer, Request, RequestIds, request_from_message, stamp_to_ns
-from stt_ros.conversions import SUPPORTED_ENCODINGS, message_to_rgb
-from stt_ros.detections import detection_prompts
 from stt_ros.masks import interior_point, mask_iou
-from stt_ros.messages import msg_type_name
+from stt_ros.pipeline.binding import Frame, FrameBuffer, Request, RequestIds, request_from_message, stamp_to_ns
+from stt_ros.pipeline.conversions import SUPPORTED_ENCODINGS, message_to_rgb
+from stt_ros.pipeline.detections import detection_prompts
+from stt_ros.pipeline.tracking import Tracker
 from stt_ros.predictor import FOVEATION_SETTINGS
 from stt_ros.prompts import Prompt
-from stt_ros.tracking import Tracker
 
 IMAGE_TYPES = ("sensor_msgs/msg/Image", "sensor_msgs/msg/CompressedImage")
 GT_TYPES = ("sensor_msgs/msg/Image",)

@@ -20,9 +20,9 @@ from rosbags.rosbag2 import Reader
 from rosbags.typesys import get_types_from_idl, get_types_from_msg
 from rosbags.typesys.store import Typestore
 
+from stt_ros.bag.messages import typestore
 from stt_ros.bag.salvage import salvage_mcap
 from stt_ros.errors import UserError
-from stt_ros.messages import typestore
 
 STORAGE_SUFFIXES = {".db3": "sqlite3", ".mcap": "mcap"}
 REPAIR_HINTS = {

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from stt_ros.bag.metrics import HISTOGRAM_BINS, FrameRecord
-from stt_ros.plotting import pyplot
+from stt_ros.evaluation.plotting import pyplot
 
 plt = pyplot()
 

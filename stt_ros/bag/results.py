@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from stt_ros.bag.writer import BagWriter
-from stt_ros.conversions import (
+from stt_ros.pipeline.conversions import (
     MessageKit,
     image_message,
     label_image,

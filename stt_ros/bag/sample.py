@@ -12,11 +12,11 @@ from typing import Any
 import cv2
 import numpy as np
 
+from stt_ros.bag.messages import msg_type_name, typestore
 from stt_ros.bag.writer import BagWriter
-from stt_ros.conversions import MessageKit, image_message
+from stt_ros.evaluation.scenes import generate_sequence
 from stt_ros.masks import interior_point
-from stt_ros.messages import msg_type_name, typestore
-from stt_ros.scenes import generate_sequence
+from stt_ros.pipeline.conversions import MessageKit, image_message
 
 # Topic → raw encoding, or "jpeg" for sensor_msgs/CompressedImage as image_transport publishes it.
 IMAGE_TOPICS = {

@@ -8,8 +8,8 @@ from typing import Any
 from rosbags.interfaces import Connection
 from rosbags.rosbag2 import StoragePlugin, Writer
 
+from stt_ros.bag.messages import typestore
 from stt_ros.errors import UserError
-from stt_ros.messages import typestore
 
 STORAGES = {"mcap": StoragePlugin.MCAP, "sqlite3": StoragePlugin.SQLITE3}
 # rosbag2 metadata version 8 (Jazzy's); readable by rosbag2 and by every rosbags release that writes bags.

@@ -30,7 +30,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from stt_ros.evaluation import evaluate_sam, heldout_scenes
+    from stt_ros.evaluation.heldout import evaluate_sam, heldout_scenes
     from stt_ros.model.reference import average_reference_weights, load_reference_sam
 
     torch.set_num_threads(args.threads)

@@ -9,12 +9,12 @@ from pathlib import Path
 
 import torch
 
-from stt_ros.bench import run_bench
 from stt_ros.commands.demo import BUILTIN_SEED, load_image
 from stt_ros.commands.model_options import add_model_options
+from stt_ros.evaluation.bench import run_bench
+from stt_ros.evaluation.scenes import generate_scene
 from stt_ros.model.checkpoints import VARIANTS
 from stt_ros.predictor import FoveatedPredictor, ReferencePredictor
-from stt_ros.scenes import generate_scene
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

@@ -11,15 +11,15 @@ import cv2
 import numpy as np
 
 from stt_ros.commands.model_options import CHECKPOINT_HELP
-from stt_ros.conversions import overlay_image
 from stt_ros.errors import UserError
+from stt_ros.evaluation.scenes import generate_scene
+from stt_ros.evaluation.visualize import foveation_view
 from stt_ros.masks import interior_point, mask_iou
 from stt_ros.model.checkpoints import VARIANTS
 from stt_ros.model.reference import REFERENCE_STATUS
+from stt_ros.pipeline.conversions import overlay_image
 from stt_ros.predictor import FoveatedPredictor, ReferencePredictor, SegmentationResult
 from stt_ros.prompts import Prompt
-from stt_ros.scenes import generate_scene
-from stt_ros.visualize import foveation_view
 
 BUILTIN_SEED = 2026
 REFERENCE_NOTICE = (

@@ -7,9 +7,9 @@ from pathlib import Path
 
 from stt_ros.bag.evaluate import EvalOptions, check_inputs, run_evaluation
 from stt_ros.bag.reader import Bag
-from stt_ros.binding import FrameBuffer
 from stt_ros.commands.model_options import CHECKPOINT_HELP, add_model_options, chosen_model_options
 from stt_ros.model.checkpoints import VARIANTS
+from stt_ros.pipeline.binding import FrameBuffer
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

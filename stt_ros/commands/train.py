@@ -20,7 +20,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "foveated model agrees with SAM on the full frame. DATA is an image folder or a ROS 2 bag "
             "(distillation, no labels), a COCO-style .json (supervised), or 'synthetic'. Writes OUT (the "
             "adapter file for FoveatedPredictor.build(adapter=OUT) and the node), OUT.ckpt and "
-            "OUT_curves.png. Multi-GPU: torchrun --nproc_per_node N -m stt_ros.cli train ..."
+            "OUT_curves.png. Multi-GPU: torchrun --nproc_per_node N -m stt_ros.commands.cli train ..."
         ),
     )
     run_defaults, model = DistillConfig(), default_model_options()

@@ -220,7 +220,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def run_side_by_side(args: argparse.Namespace, config: TrainConfig) -> int:
-    from stt_ros.evaluation import evaluate_sam, heldout_scenes
+    from stt_ros.evaluation.heldout import evaluate_sam, heldout_scenes
     from stt_ros.model.reference import load_reference_sam
     from stt_ros.train.reference import train_side_by_side
 

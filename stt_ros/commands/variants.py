@@ -7,11 +7,11 @@ import json
 from pathlib import Path
 
 from stt_ros.commands.model_options import CHECKPOINT_HELP
-from stt_ros.evaluation import heldout_scenes
+from stt_ros.evaluation.heldout import heldout_scenes
+from stt_ros.evaluation.plotting import pyplot
+from stt_ros.evaluation.variants import VariantRow, compare_variants, markdown_table
 from stt_ros.model.checkpoints import VARIANTS, load_sam
-from stt_ros.plotting import pyplot
 from stt_ros.predictor import resolve_device
-from stt_ros.variants import VariantRow, compare_variants, markdown_table
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

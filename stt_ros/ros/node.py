@@ -25,9 +25,10 @@ from sensor_msgs.msg import CameraInfo, CompressedImage, Image, RegionOfInterest
 from tf2_ros import Buffer, TransformException, TransformListener
 from vision_msgs.msg import Detection2DArray
 
-from stt_ros.binding import Frame, FrameBuffer, Request, RequestIds, request_from_message, stamp_to_ns
-from stt_ros.camera import apply_transform, project_point, transform_fields
-from stt_ros.conversions import (
+from stt_ros.msg import PointPrompt, Segmentation, SegmentationArray
+from stt_ros.pipeline.binding import Frame, FrameBuffer, Request, RequestIds, request_from_message, stamp_to_ns
+from stt_ros.pipeline.camera import apply_transform, project_point, transform_fields
+from stt_ros.pipeline.conversions import (
     MessageKit,
     image_message,
     label_image,
@@ -35,12 +36,11 @@ from stt_ros.conversions import (
     segmentation_array_message,
     segmentation_message,
 )
-from stt_ros.detections import detection_prompts
-from stt_ros.msg import PointPrompt, Segmentation, SegmentationArray
+from stt_ros.pipeline.detections import detection_prompts
+from stt_ros.pipeline.parameters import PARAMETERS, NodeConfig, load_predictors
+from stt_ros.pipeline.scheduler import FrameOutput, FrameProcessor, Job, Worker, WorkQueue
+from stt_ros.pipeline.tracking import Tracker
 from stt_ros.prompts import Prompt
-from stt_ros.ros.config import PARAMETERS, NodeConfig, load_predictors
-from stt_ros.scheduler import FrameOutput, FrameProcessor, Job, Worker, WorkQueue
-from stt_ros.tracking import Tracker
 
 THROTTLE_S = 5.0
 EXPIRE_PERIOD_S = 0.02

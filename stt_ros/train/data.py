@@ -16,7 +16,7 @@ import cv2
 import numpy as np
 
 from stt_ros.errors import UserError
-from stt_ros.scenes import generate_scene
+from stt_ros.evaluation.scenes import generate_scene
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 SYNTHETIC = "synthetic"
@@ -176,7 +176,7 @@ class BagSource(Source):
 
     def __init__(self, bag: str | Path, topic: str, max_images: int = 500) -> None:
         from stt_ros.bag.reader import Bag, Message
-        from stt_ros.conversions import message_to_rgb
+        from stt_ros.pipeline.conversions import message_to_rgb
 
         if not topic:
             raise UserError(f"{bag} is a ROS 2 bag: name its image topic with --image-topic")

@@ -31,13 +31,13 @@ from segment_anything.modeling import Sam
 from tqdm import tqdm
 
 from stt_ros.errors import UserError
-from stt_ros.evaluation import evaluate, predictor_segmenter
+from stt_ros.evaluation.heldout import evaluate, predictor_segmenter
+from stt_ros.evaluation.plotting import plot_loss, pyplot
 from stt_ros.foveation import DEFAULT_TOKENS
 from stt_ros.frame import FramedImage
 from stt_ros.model.adapters import GEOMETRY_HIDDEN, PATCH_RANK
 from stt_ros.model.encoder import DEFAULT_ATTENTION, DEFAULT_PROPORTIONAL, DEFAULT_WINDOW_PADDING
 from stt_ros.model.foveated_sam import DECODER_RANK, DEFAULT_DECODER, OUTSIDE_LOGIT
-from stt_ros.plotting import plot_loss, pyplot
 from stt_ros.predictor import FoveatedPredictor, ReferencePredictor
 from stt_ros.prompts import Prompt
 from stt_ros.train.data import Sample, Source

@@ -25,6 +25,8 @@ from segment_anything.utils.transforms import ResizeLongestSide
 from torch.func import functional_call
 from tqdm import tqdm
 
+from stt_ros.evaluation.plotting import plot_loss, pyplot
+from stt_ros.evaluation.scenes import MIN_SCENE_SIDE, generate_scene
 from stt_ros.masks import boundary_distance
 from stt_ros.model.reference import (
     REFERENCE_CONFIG,
@@ -34,8 +36,6 @@ from stt_ros.model.reference import (
 )
 from stt_ros.model.sam_config import SamConfig, build_sam
 from stt_ros.model.widen import widen_factor, widen_sam
-from stt_ros.plotting import plot_loss, pyplot
-from stt_ros.scenes import MIN_SCENE_SIDE, generate_scene
 
 TRAIN_SIZES = ((640, 480), (1280, 720), (800, 600), (960, 540), (1024, 768), (480, 640))
 MAX_SEED = 100_000  # training scene seeds are seed * 10**7 + scene index, below evaluation.HELDOUT_SEED_BASE
@@ -702,7 +702,7 @@ def train_reference(
         }
         done = step + 1
         if config.eval_every and (done % config.eval_every == 0 or done == config.steps):
-            from stt_ros.evaluation import evaluate_sam, heldout_scenes
+            from stt_ros.evaluation.heldout import evaluate_sam, heldout_scenes
 
             written.eval()
             record["heldout_miou"] = evaluate_sam(written, heldout_scenes(config.eval_scenes)).miou

@@ -8,12 +8,12 @@ import shutil
 import numpy as np
 import pytest
 
-import stt_ros.cli as cli
+import stt_ros.commands.cli as cli
 from stt_ros.bag.evaluate import EvalOptions, run_evaluation
 from stt_ros.bag.reader import Bag, BagError
 from stt_ros.bag.sample import GT_TOPIC, PROMPT_TOPIC, stamped_header, write_sample_bag
 from stt_ros.bag.writer import BagWriter
-from stt_ros.conversions import MessageKit
+from stt_ros.pipeline.conversions import MessageKit
 
 from .conftest import FRAMES, copy_bag
 

@@ -12,8 +12,8 @@ from stt_ros.bag.evaluate import EvalOptions, gt_instance, gt_prompts, instances
 from stt_ros.bag.reader import Bag, Message
 from stt_ros.bag.results import MASK_TOPIC, SEGMENTATIONS_TOPIC
 from stt_ros.bag.sample import GT_TOPIC, IMAGE_TOPICS, PROMPT_TOPIC, instance_message
-from stt_ros.binding import stamp_to_ns
-from stt_ros.conversions import MessageKit, image_to_rgb, label_image, message_to_rgb, segmentation_to_mask
+from stt_ros.pipeline.binding import stamp_to_ns
+from stt_ros.pipeline.conversions import MessageKit, image_to_rgb, label_image, message_to_rgb, segmentation_to_mask
 from stt_ros.prompts import Prompt
 
 from .conftest import FRAMES, HEIGHT, WIDTH
@@ -114,7 +114,7 @@ def test_ground_truth_helpers():
 
 
 def test_the_command_evaluates_the_configuration_it_is_given(sample_bags, tmp_path, capsys, monkeypatch):
-    from stt_ros.cli import main
+    from stt_ros.commands.cli import main
     from stt_ros.predictor import FoveatedPredictor
 
     built = []

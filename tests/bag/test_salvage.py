@@ -23,7 +23,7 @@ PAYLOAD = 400_000  # bytes per message: rosbags closes a chunk past 1 MiB, so 3 
 @pytest.fixture(scope="module")
 def chunked_mcap(tmp_path_factory) -> Path:
     """An MCAP bag of 12 large std_msgs/String messages in 4 chunks."""
-    from stt_ros.messages import typestore
+    from stt_ros.bag.messages import typestore
 
     store = typestore()
     String = store.types["std_msgs/msg/String"]

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from stt_ros.ros.config import DEFAULTS, PARAMETERS, NodeConfig
+from stt_ros.pipeline.parameters import DEFAULTS, PARAMETERS, NodeConfig
 
 REPO = Path(__file__).resolve().parents[2]
 

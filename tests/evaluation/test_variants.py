@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 
 from stt_ros import FoveatedPredictor
-from stt_ros.scenes import generate_scene
-from stt_ros.testing import non_default_options, tiny_sam
-from stt_ros.variants import Variant, compare_variants, markdown_table
+from stt_ros.evaluation.scenes import generate_scene
+from stt_ros.evaluation.variants import Variant, compare_variants, markdown_table
+from stt_ros.model.tiny import non_default_options, tiny_sam
 
 
 @pytest.fixture(scope="module")

@@ -144,8 +144,8 @@ class MessageKit:
 
     @classmethod
     def rosbags(cls, distro: str = "humble") -> MessageKit:
-        """The kit for rosbags dataclasses from `stt_ros.messages.typestore(distro)`."""
-        from stt_ros.messages import typestore
+        """The kit for rosbags dataclasses from `stt_ros.bag.messages.typestore(distro)`."""
+        from stt_ros.bag.messages import typestore
 
         types = typestore(distro).types
         return cls(

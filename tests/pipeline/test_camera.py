@@ -8,8 +8,8 @@ from types import SimpleNamespace as NS
 import numpy as np
 import pytest
 
-from stt_ros.camera import apply_transform, project_point, quaternion_matrix, transform_fields
-from stt_ros.messages import typestore
+from stt_ros.bag.messages import typestore
+from stt_ros.pipeline.camera import apply_transform, project_point, quaternion_matrix, transform_fields
 
 K = [500.0, 0, 320, 0, 500.0, 240, 0, 0, 1]
 P = [400.0, 0, 300, 0, 0, 400.0, 200, 0, 0, 0, 1, 0]

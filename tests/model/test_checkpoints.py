@@ -8,7 +8,7 @@ import torch
 from stt_ros import FoveatedPredictor, ReferencePredictor
 from stt_ros.model.checkpoints import CheckpointError, load_sam, read_state_dict
 from stt_ros.model.sam_config import OFFICIAL_CONFIGS
-from stt_ros.testing import tiny_config, tiny_sam
+from stt_ros.model.tiny import tiny_config, tiny_sam
 
 
 @pytest.fixture(scope="module")

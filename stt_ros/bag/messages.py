@@ -32,7 +32,7 @@ def _candidate_dirs() -> list[Path]:
     checkout (``<repo>/msg``), then every ROS install prefix (``<prefix>/share/stt_ros/msg``), including
     the one this package was installed into by colcon (``<prefix>/lib/pythonX.Y/site-packages/stt_ros``).
     """
-    here = Path(__file__).resolve().parent
+    here = Path(__file__).resolve().parents[1]  # the stt_ros package
     dirs = []
     if os.environ.get(MSG_DIR_ENV):
         dirs.append(Path(os.environ[MSG_DIR_ENV]))

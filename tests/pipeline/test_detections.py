@@ -6,7 +6,7 @@ from types import SimpleNamespace as NS
 
 import pytest
 
-from stt_ros.detections import detection_id, detection_prompts
+from stt_ros.pipeline.detections import detection_id, detection_prompts
 
 
 def detection(u, v, w, h, id_="", hypotheses=(), legacy=False):

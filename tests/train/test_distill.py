@@ -16,11 +16,11 @@ from hypothesis import strategies as st
 
 from stt_ros import FoveatedPredictor
 from stt_ros.bag.sample import IMAGE_TOPICS, write_sample_bag
-from stt_ros.cli import main
+from stt_ros.commands.cli import main
 from stt_ros.errors import UserError
+from stt_ros.evaluation.scenes import generate_scene
 from stt_ros.model.reference import REFERENCE_WEIGHTS
-from stt_ros.scenes import generate_scene
-from stt_ros.testing import non_default_options, stock_equivalent_options
+from stt_ros.model.tiny import non_default_options, stock_equivalent_options
 from stt_ros.train.data import BagSource, CocoSource, FolderSource, Sample, Source, decode_rle, open_source
 from stt_ros.train.distill import (
     CANVAS_CELL,
@@ -315,7 +315,7 @@ def test_the_focal_share_moves_the_mask_loss_from_focal_to_cross_entropy():
 
 
 def _ddp_worker(rank: int, world: int, port: int, out: str) -> None:
-    from stt_ros.testing import tiny_sam
+    from stt_ros.model.tiny import tiny_sam
 
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world))
     torch.set_num_threads(1)

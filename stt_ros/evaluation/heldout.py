@@ -15,8 +15,8 @@ import torch
 from segment_anything import SamPredictor
 from segment_anything.modeling import Sam
 
+from stt_ros.evaluation.scenes import Scene, generate_scene
 from stt_ros.masks import interior_point, mask_iou
-from stt_ros.scenes import Scene, generate_scene
 
 # Held-out scene seeds start here; training uses seeds below it (see train.reference.MAX_SEED).
 HELDOUT_SEED_BASE = 10**12

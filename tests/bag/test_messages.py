@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from rosbags.typesys import get_types_from_msg
 
-from stt_ros import messages
+from stt_ros.bag import messages
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -7,8 +7,8 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from stt_ros.binding import Frame, FrameBuffer, Request, RequestIds, request_from_message, stamp_to_ns
-from stt_ros.messages import typestore
+from stt_ros.bag.messages import typestore
+from stt_ros.pipeline.binding import Frame, FrameBuffer, Request, RequestIds, request_from_message, stamp_to_ns
 from stt_ros.prompts import Prompt
 
 MS = 1_000_000

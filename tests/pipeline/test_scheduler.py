@@ -8,10 +8,10 @@ import time
 import numpy as np
 import pytest
 
-from stt_ros.binding import Frame, Request
+from stt_ros.pipeline.binding import Frame, Request
+from stt_ros.pipeline.scheduler import FrameProcessor, Job, LatencyStats, Worker, WorkQueue
+from stt_ros.pipeline.tracking import ENDED_BY_CALLER, ENDED_LOW_SCORE, Tracker
 from stt_ros.prompts import Prompt
-from stt_ros.scheduler import FrameProcessor, Job, LatencyStats, Worker, WorkQueue
-from stt_ros.tracking import ENDED_BY_CALLER, ENDED_LOW_SCORE, Tracker
 
 from .fakes import FakePredictor
 

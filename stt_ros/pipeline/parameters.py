@@ -11,10 +11,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from stt_ros.camera import CAMERA_MODELS
-from stt_ros.detections import DETECTION_MODES
 from stt_ros.foveation import DEFAULT_TOKENS
 from stt_ros.model.encoder import DEFAULT_ATTENTION, DEFAULT_PROPORTIONAL
+from stt_ros.pipeline.camera import CAMERA_MODELS
+from stt_ros.pipeline.detections import DETECTION_MODES
 
 IMAGE_TRANSPORTS = ("raw", "compressed")
 IMAGE_QOS = ("sensor_data", "reliable")

@@ -17,12 +17,12 @@ import numpy as np
 from segment_anything.modeling import Sam
 from tqdm import tqdm
 
-from stt_ros.evaluation import Segmenter, predictor_segmenter
+from stt_ros.evaluation.heldout import Segmenter, predictor_segmenter
+from stt_ros.evaluation.scenes import Scene
 from stt_ros.foveation import DEFAULT_TOKENS, TOKEN_MODES
 from stt_ros.masks import interior_point, mask_iou
 from stt_ros.model.encoder import ATTENTION_MODES, DEFAULT_ATTENTION, DEFAULT_PROPORTIONAL
 from stt_ros.predictor import FoveatedPredictor, ReferencePredictor
-from stt_ros.scenes import Scene
 
 
 @dataclass(frozen=True)

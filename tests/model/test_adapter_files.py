@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from stt_ros import FoveatedPredictor
-from stt_ros.testing import non_default_options
+from stt_ros.model.tiny import non_default_options
 
 
 def test_round_trip_restores_the_adapters(tiny, tmp_path):

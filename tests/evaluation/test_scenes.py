@@ -7,7 +7,7 @@ import itertools
 import numpy as np
 import pytest
 
-from stt_ros.scenes import MIN_VISIBLE_PX, generate_scene, generate_sequence
+from stt_ros.evaluation.scenes import MIN_VISIBLE_PX, generate_scene, generate_sequence
 
 
 @pytest.mark.parametrize("size", [(640, 480), (1280, 720)])

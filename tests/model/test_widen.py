@@ -17,8 +17,8 @@ from stt_ros.model.reference import (
     save_reference_weights,
 )
 from stt_ros.model.sam_config import SamConfig
+from stt_ros.model.tiny import tiny_config, tiny_sam
 from stt_ros.model.widen import channel_copies, widen_factor, widen_sam, widened_config
-from stt_ros.testing import tiny_config, tiny_sam
 from stt_ros.train.reference import TrainConfig, train_reference
 
 
@@ -97,7 +97,7 @@ def test_a_run_continued_at_twice_the_width_starts_from_the_trained_masks(tmp_pa
 
 
 def test_the_command_widens_the_shipped_model_with_width_and_init() -> None:
-    from stt_ros.cli import build_parser
+    from stt_ros.commands.cli import build_parser
     from stt_ros.commands.train_reference import config_from_args
 
     args = build_parser().parse_args(["train-reference", "--init", str(REFERENCE_WEIGHTS), "--width", "192"])

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from stt_ros import tracking
-from stt_ros.tracking import Tracker
+from stt_ros.pipeline import tracking
+from stt_ros.pipeline.tracking import Tracker
 
 from .fakes import FakeResult
 

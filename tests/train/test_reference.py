@@ -13,7 +13,8 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from stt_ros.evaluation import evaluate, evaluate_sam, heldout_scenes
+from stt_ros.evaluation.heldout import evaluate, evaluate_sam, heldout_scenes
+from stt_ros.evaluation.scenes import generate_scene
 from stt_ros.masks import interior_point
 from stt_ros.model.checkpoints import variant_config
 from stt_ros.model.reference import (
@@ -28,8 +29,7 @@ from stt_ros.model.reference import (
     shared_repeats,
 )
 from stt_ros.model.sam_config import build_sam
-from stt_ros.scenes import generate_scene
-from stt_ros.testing import tiny_config, tiny_sam
+from stt_ros.model.tiny import tiny_config, tiny_sam
 from stt_ros.train.reference import (
     TrainConfig,
     WeightAverage,
@@ -185,7 +185,7 @@ def test_prompt_pretext_puts_the_mask_at_the_point() -> None:
 
 
 def test_the_command_trains_the_shipped_recipe_unless_told_otherwise(tmp_path: Path) -> None:
-    from stt_ros.cli import build_parser
+    from stt_ros.commands.cli import build_parser
     from stt_ros.commands.train_reference import config_from_args
 
     def parsed(flags: str) -> TrainConfig:
@@ -217,7 +217,7 @@ def test_the_command_trains_the_shipped_recipe_unless_told_otherwise(tmp_path: P
 
 
 def test_a_malformed_size_is_refused_by_name(capsys: pytest.CaptureFixture) -> None:
-    from stt_ros.cli import build_parser
+    from stt_ros.commands.cli import build_parser
 
     with pytest.raises(SystemExit):
         build_parser().parse_args(["train-reference", "--sizes", "640x480,1280by720"])
@@ -512,7 +512,7 @@ def test_an_average_writes_the_lineage_its_files_share_once(tmp_path: Path) -> N
 
 
 def test_the_average_command_writes_and_measures_the_soup(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    from stt_ros.cli import main
+    from stt_ros.commands.cli import main
 
     out = tmp_path / "soup.pt"
     shipped_twice = [str(REFERENCE_WEIGHTS), str(REFERENCE_WEIGHTS)]
@@ -530,7 +530,7 @@ def test_the_average_command_writes_and_measures_the_soup(tmp_path: Path, capsys
 def test_runs_side_by_side_are_the_runs_alone_and_write_their_average(
     tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:
-    from stt_ros.cli import main
+    from stt_ros.commands.cli import main
 
     start, out = tmp_path / "start.pt", tmp_path / "avg.pt"
     save_reference_weights(tiny_sam(0), tiny_config(), start, {"run": "start"})
@@ -609,7 +609,7 @@ def test_shipped_reference_quality_does_not_regress(stock_on_guard_set) -> None:
     """The shipped weights, stock and through the default foveated predictor, stay within 0.02 of what
     MODEL_CARD.md and the README report for them on the guard set."""
     from stt_ros import FoveatedPredictor
-    from stt_ros.evaluation import predictor_segmenter
+    from stt_ros.evaluation.heldout import predictor_segmenter
 
     stock = stock_on_guard_set
     foveated = evaluate(
@@ -623,8 +623,8 @@ def test_shipped_reference_quality_does_not_regress(stock_on_guard_set) -> None:
 def test_predictor_and_raw_sam_evaluations_agree() -> None:
     """The project predictor path and SAM's own predictor give the same single-point numbers."""
     from stt_ros import ReferencePredictor
-    from stt_ros.evaluation import predictor_segmenter, sam_segmenter
-    from stt_ros.testing import tiny_sam
+    from stt_ros.evaluation.heldout import predictor_segmenter, sam_segmenter
+    from stt_ros.model.tiny import tiny_sam
 
     sam = tiny_sam(0)
     scenes = heldout_scenes(2)

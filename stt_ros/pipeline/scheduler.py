@@ -17,10 +17,10 @@ from typing import Any
 
 import numpy as np
 
-from stt_ros.binding import Frame, Request
-from stt_ros.conversions import message_to_rgb
+from stt_ros.pipeline.binding import Frame, Request
+from stt_ros.pipeline.conversions import message_to_rgb
+from stt_ros.pipeline.tracking import ENDED_BY_CALLER, Tracker
 from stt_ros.prompts import Prompt
-from stt_ros.tracking import ENDED_BY_CALLER, Tracker
 
 
 class LatencyStats:

@@ -11,8 +11,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from stt_ros import conversions as conv
-from stt_ros.messages import typestore
+from stt_ros.bag.messages import typestore
+from stt_ros.pipeline import conversions as conv
 
 STORE = typestore()
 TYPES = STORE.types
