@@ -2,6 +2,9 @@
 
 Runs the node on sim time (stt.launch.py with use_sim_time:=true), plays the bag with `--clock` once
 the node is active (the model may take a while to load), and optionally records the node's outputs.
+A model slower than the bag's frame rate queues prompted frames (`max_queued_frames`) and drops the
+oldest beyond that: lower `rate`, raise `max_queued_frames`, or evaluate with `stt eval-bag`, which
+never drops (docs/ROS.md).
 """
 
 from launch import LaunchDescription
@@ -9,10 +12,12 @@ from launch.actions import (
     DeclareLaunchArgument,
     ExecuteProcess,
     IncludeLaunchDescription,
+    LogInfo,
     OpaqueFunction,
     RegisterEventHandler,
 )
 from launch.conditions import IfCondition
+from launch.event_handlers import OnProcessExit
 from launch.launch_description_sources import PythonLaunchDescriptionSource
 from launch.substitutions import LaunchConfiguration, PathJoinSubstitution, PythonExpression
 from launch_ros.event_handlers import OnStateTransition
@@ -73,11 +78,24 @@ def generate_launch_description() -> LaunchDescription:
         output="screen",
     )
     recording = IfCondition(PythonExpression(["'", LaunchConfiguration("record"), "' != ''"]))
+    # The recorder starts with the launch (it names its topics, so it subscribes as the node creates them);
+    # the bag plays once the node is active, so no frame is lost to a model still loading.
     start_when_active = RegisterEventHandler(
-        OnStateTransition(
-            start_state="activating",
-            goal_state="active",
-            entities=[OpaqueFunction(function=_record, condition=recording), play],
+        OnStateTransition(start_state="activating", goal_state="active", handle_once=True, entities=[play])
+    )
+    finished = RegisterEventHandler(
+        OnProcessExit(
+            target_action=play,
+            on_exit=[
+                LogInfo(
+                    msg=[
+                        "replay: the bag has been played; the node keeps its last frames for clicks. Outputs: ",
+                        PythonExpression(["'", LaunchConfiguration("record"), "' or 'not recorded'"]),
+                        " (Ctrl-C ends the recording)",
+                    ]
+                )
+            ],
         )
     )
-    return LaunchDescription([*arguments, start_when_active, node])
+    record = OpaqueFunction(function=_record, condition=recording)
+    return LaunchDescription([*arguments, record, start_when_active, finished, node])

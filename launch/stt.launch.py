@@ -71,11 +71,13 @@ def generate_launch_description() -> LaunchDescription:
         ),
         condition=autostart,
     )
+    # Once per launch: a later cleanup → configure by hand must not be followed by an unasked-for activate.
     activate_when_configured = RegisterEventHandler(
         OnStateTransition(
             target_lifecycle_node=node,
             start_state="configuring",
             goal_state="inactive",
+            handle_once=True,
             entities=[
                 EmitEvent(
                     event=ChangeState(

@@ -59,11 +59,15 @@ def parse_multimask(policy: str | int) -> str | int:
 
 
 def resolve_device(device: str | torch.device | None) -> torch.device:
-    if device is None:
+    """None or "auto": the GPU when torch sees one, else the CPU; otherwise the device named, if it exists."""
+    if device is None or device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(device)
+    try:
+        device = torch.device(device)
+    except RuntimeError as error:
+        raise ValueError(f"device {device!r} is not a torch device; use auto, cpu, cuda or cuda:N") from error
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError("device 'cuda' was asked for but torch sees no CUDA GPU; use device='cpu'")
+        raise ValueError(f"device {str(device)!r} was asked for but torch sees no CUDA GPU; use 'cpu' or 'auto'")
     return device
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 
 from stt_ros.commands.demo import BUILTIN_SEED, load_image
-from stt_ros.commands.model_options import add_model_options
+from stt_ros.commands.model_options import add_device_option, add_model_options
 from stt_ros.evaluation.bench import run_bench
 from stt_ros.evaluation.scenes import generate_scene
 from stt_ros.model.checkpoints import VARIANTS
@@ -39,7 +39,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default="random",
         help="official SAM .pth, or 'random' (default; speed does not depend on the weights)",
     )
-    parser.add_argument("--device", help="cpu or cuda (default: cuda when available)")
+    add_device_option(parser)
     parser.add_argument("--dtype", default="fp32", choices=("fp32", "bf16", "fp16"), help="autocast dtype")
     parser.add_argument("--prompts", type=int, default=8, help="prompts per image for throughput (default: 8)")
     parser.add_argument("--repeats", type=int, default=20, help="timed runs of the foveated model at B=1")

@@ -10,7 +10,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from stt_ros.commands.model_options import CHECKPOINT_HELP
+from stt_ros.commands.model_options import CHECKPOINT_HELP, add_device_option
 from stt_ros.errors import UserError
 from stt_ros.evaluation.scenes import generate_scene
 from stt_ros.evaluation.visualize import foveation_view
@@ -57,7 +57,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--variant", default="reference", choices=VARIANTS, help="SAM variant (default: %(default)s)")
     parser.add_argument("--checkpoint", help=CHECKPOINT_HELP)
     parser.add_argument("--adapter", type=Path, help="trained adapter file from `stt train`")
-    parser.add_argument("--device", help="cpu or cuda (default: cuda when available)")
+    add_device_option(parser)
     parser.add_argument("--multimask", default="auto", help="auto, best, largest, single, 0, 1 or 2")
     parser.add_argument("--out", type=Path, default=Path("demo_out"), help="output folder (default: %(default)s)")
     parser.set_defaults(handler=run)

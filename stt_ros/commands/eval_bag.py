@@ -7,7 +7,7 @@ from pathlib import Path
 
 from stt_ros.bag.evaluate import EvalOptions, check_inputs, run_evaluation
 from stt_ros.bag.reader import Bag
-from stt_ros.commands.model_options import CHECKPOINT_HELP, add_model_options, chosen_model_options
+from stt_ros.commands.model_options import CHECKPOINT_HELP, add_device_option, add_model_options, chosen_model_options
 from stt_ros.model.checkpoints import VARIANTS
 from stt_ros.pipeline.binding import FrameBuffer
 
@@ -41,7 +41,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--checkpoint", help=CHECKPOINT_HELP)
     parser.add_argument("--adapter", help="trained adapter weights for the variant")
     add_model_options(parser, adapter_decides=True)
-    parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
+    add_device_option(parser)
     parser.add_argument(
         "--compare-sam",
         action="store_true",

@@ -15,6 +15,15 @@ CHECKPOINT_HELP = (
 )
 
 
+def add_device_option(parser: argparse.ArgumentParser, default: str = "auto") -> None:
+    """--device, the same words everywhere: auto picks the GPU when torch sees one."""
+    parser.add_argument(
+        "--device",
+        default=default,
+        help="torch device: auto (cuda when torch sees a GPU, else cpu), cpu, cuda or cuda:N (default: %(default)s)",
+    )
+
+
 def add_model_options(parser: argparse.ArgumentParser, adapter_decides: bool = False) -> None:
     """--pattern, --attention, --tokens and --[no-]proportional, defaulting to the library's chosen model.
 

@@ -6,7 +6,7 @@ import argparse
 import os
 import time
 
-from stt_ros.commands.model_options import CHECKPOINT_HELP, add_model_options
+from stt_ros.commands.model_options import CHECKPOINT_HELP, add_device_option, add_model_options
 from stt_ros.model.foveated_sam import DECODER_MODES
 from stt_ros.train.distill import DistillConfig, default_model_options
 
@@ -109,7 +109,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="mask decoder: frozen, fully trained, or a low-rank update of its linear layers",
     )
     parser.add_argument("--decoder-rank", type=int, default=model["decoder_rank"], help="rank with --decoder lowrank")
-    parser.add_argument("--device", help="torch device (default: cuda if available, else cpu)")
+    add_device_option(parser)
     parser.add_argument("--threads", type=int, default=1, help="CPU threads for torch (default 1: shared cores)")
     parser.set_defaults(handler=run)
 

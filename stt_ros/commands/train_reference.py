@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import time
 
+from stt_ros.commands.model_options import add_device_option
 from stt_ros.errors import UserError
 from stt_ros.model.reference import (
     REFERENCE_CONFIG,
@@ -178,7 +179,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "write their average to OUT; the average of runs continued from one file beats each of them. On 2 CPU "
         "cores: --runs 2 --threads 1",
     )
-    parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
+    add_device_option(parser, "cpu")
     parser.add_argument("--threads", type=int, default=2, help="CPU threads for torch (per run with --runs)")
     recipe = TrainConfig()
     defaults = {name: getattr(recipe, name) for name in OPTIONS}
@@ -204,9 +205,11 @@ def model_shape(args: argparse.Namespace) -> SamConfig:
 def run(args: argparse.Namespace) -> int:
     import torch
 
+    from stt_ros.predictor import resolve_device
     from stt_ros.train.reference import train_reference
 
     torch.set_num_threads(args.threads)
+    args.device = str(resolve_device(args.device))
     config = config_from_args(args)
     if args.runs != 1:
         return run_side_by_side(args, config)

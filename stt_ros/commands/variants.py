@@ -6,7 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-from stt_ros.commands.model_options import CHECKPOINT_HELP
+from stt_ros.commands.model_options import CHECKPOINT_HELP, add_device_option
 from stt_ros.evaluation.heldout import heldout_scenes
 from stt_ros.evaluation.plotting import pyplot
 from stt_ros.evaluation.variants import VariantRow, compare_variants, markdown_table
@@ -32,7 +32,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "weights, beside that configuration zero-shot",
     )
     parser.add_argument("--scenes", type=int, default=24, help="held-out scenes (default: %(default)s)")
-    parser.add_argument("--device", help="cpu or cuda (default: cuda when available)")
+    add_device_option(parser)
     parser.add_argument("--out", type=Path, default=Path("variants_out"), help="output folder")
     parser.set_defaults(handler=run)
 

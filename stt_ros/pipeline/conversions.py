@@ -6,36 +6,28 @@ Functions read and build messages by field name only, so the same code serves rc
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from types import SimpleNamespace
 from typing import Any
 
 import cv2
 import numpy as np
 
-# Raw encodings: name → (channels, bytes per channel).
-_RAW_LAYOUTS = {
-    "rgb8": (3, 1),
-    "bgr8": (3, 1),
-    "rgba8": (4, 1),
-    "bgra8": (4, 1),
-    "mono8": (1, 1),
-    "mono16": (1, 2),
-    "bayer_rggb8": (1, 1),
-    "bayer_bggr8": (1, 1),
-    "bayer_gbrg8": (1, 1),
-    "bayer_grbg8": (1, 1),
-}
-# OpenCV names a Bayer pattern by the 2x2 block starting at the second row and column, so ROS's
-# `rggb` (red at the origin) is OpenCV's `BG`.
-_BAYER_TO_RGB = {
-    "bayer_rggb8": cv2.COLOR_BayerBG2RGB,
-    "bayer_bggr8": cv2.COLOR_BayerRG2RGB,
-    "bayer_gbrg8": cv2.COLOR_BayerGR2RGB,
-    "bayer_grbg8": cv2.COLOR_BayerGB2RGB,
-}
-SUPPORTED_ENCODINGS = tuple(_RAW_LAYOUTS)
+# Encodings a camera frame may have → bytes per pixel: what cv_bridge (in the node) and rosbags-image
+# (offline) both turn into rgb8, and agree on exactly (tests/ros checks the pair). Depth and other
+# non-colour encodings (16UC1, 32FC1) are refused by both.
+_PIXEL_BYTES = {
+    "rgb8": 3, "bgr8": 3, "rgba8": 4, "bgra8": 4, "rgb16": 6, "bgr16": 6, "rgba16": 8, "bgra16": 8,
+    "mono8": 1, "mono16": 2, "yuv422": 2, "yuv422_yuy2": 2,
+    **{f"bayer_{pattern}{bits}": bits // 8 for bits in (8, 16) for pattern in ("rggb", "bggr", "gbrg", "grbg")},
+}  # fmt: skip
+SUPPORTED_ENCODINGS = tuple(_PIXEL_BYTES)
 MAX_LABELS = 255  # a mono8 label image holds 0 (background) + 255 segmentations
+# A decoded CompressedImage (OpenCV's layout) → the encoding it is, by (channels, dtype).
+_DECODED = {(1, "uint8"): "mono8", (1, "uint16"): "mono16", (3, "uint8"): "bgr8", (3, "uint16"): "bgr16",
+            (4, "uint8"): "bgra8", (4, "uint16"): "bgra16"}  # fmt: skip
 
 
 def _bytes(data: Any) -> np.ndarray:
@@ -47,80 +39,112 @@ def _bytes(data: Any) -> np.ndarray:
     return np.asarray(data, dtype=np.uint8).reshape(-1)
 
 
-def _scale16(values: np.ndarray) -> np.ndarray:
-    """16-bit grey → 8-bit by the frame's own min/max: 10-16-bit cameras rarely fill the 16-bit range."""
-    low, high = int(values.min()), int(values.max())
-    if high <= low:
-        return np.zeros(values.shape, dtype=np.uint8)
-    scaled = (values.astype(np.float32) - low) * (255.0 / (high - low))
-    return np.rint(scaled).astype(np.uint8)
+def image_problem(msg: Any) -> str | None:
+    """Why `msg` (Image or CompressedImage) cannot be a camera frame, read from its fields alone; None if it can.
+
+    Cheap enough for every frame: the node checks each one as it arrives, so a camera that publishes an
+    unusable stream is reported at once, not at the first click.
+    """
+    data_size = len(msg.data)
+    if hasattr(msg, "format"):
+        fmt = str(msg.format)
+        if "compresseddepth" in fmt.lower():
+            return f"compressed image format {fmt!r} is a depth image; subscribe to a colour or mono image instead"
+        return None if data_size else f"empty compressed image (format {fmt!r}); send JPEG or PNG"
+    encoding = str(msg.encoding)
+    if encoding not in SUPPORTED_ENCODINGS:
+        return (
+            f"unsupported image encoding {encoding!r}; supported: {', '.join(SUPPORTED_ENCODINGS)} "
+            "(or publish sensor_msgs/CompressedImage as JPEG/PNG)"
+        )
+    height, width, step = int(msg.height), int(msg.width), int(msg.step)
+    if height <= 0 or width <= 0:
+        return f"empty {encoding} image ({width}x{height})"
+    if encoding.startswith("yuv422") and width % 2:
+        return f"{encoding} image width {width} is odd; in yuv422 two pixels share their colour, so it must be even"
+    row_bytes = width * _PIXEL_BYTES[encoding]
+    if step < row_bytes:
+        return f"{encoding} image step {step} is shorter than a row ({width} px = {row_bytes} bytes)"
+    if data_size < step * height:
+        return f"{encoding} image data has {data_size} bytes; {width}x{height} with step {step} needs {step * height}"
+    return None
 
 
-def _grey_to_rgb(grey: np.ndarray) -> np.ndarray:
-    return np.repeat(grey[:, :, None], 3, axis=2)
+def decoded_encoding(pixels: np.ndarray) -> str:
+    """The ROS encoding of an array OpenCV decoded from a CompressedImage (channel order BGR)."""
+    channels = 1 if pixels.ndim == 2 else pixels.shape[2]
+    try:
+        return _DECODED[(channels, str(pixels.dtype))]
+    except KeyError:
+        raise ValueError(f"a compressed image decoded to {channels} channels of {pixels.dtype}") from None
+
+
+def to_rgb8(pixels: np.ndarray, encoding: str) -> np.ndarray:
+    """Pixels in `encoding` (unpadded, native byte order) → HxWx3 rgb8, as cv_bridge converts them.
+
+    The offline twin of the node's cv_bridge: rosbags-image does the colour conversion; 16-bit images are
+    scaled by 255/65535 and rounded, as cv_bridge's `convertTo` does (rosbags-image truncates).
+    """
+    from rosbags.image import image_to_cvimage
+
+    pixels = np.ascontiguousarray(pixels)
+    native = SimpleNamespace(
+        encoding=encoding,
+        height=pixels.shape[0],
+        width=pixels.shape[1],
+        is_bigendian=int(sys.byteorder == "big"),
+        data=pixels,
+    )
+    if pixels.dtype.itemsize == 2:
+        return np.rint(image_to_cvimage(native, "rgb16") * (255.0 / 65535.0)).astype(np.uint8)
+    return np.ascontiguousarray(image_to_cvimage(native, "rgb8"))
+
+
+def pixel_rows(msg: Any) -> np.ndarray:
+    """An Image's pixel bytes without row padding, height × (width · bytes per pixel) uint8.
+
+    cv_bridge's Python side reads a row as `step` divided by the pixel size and so shears any image whose
+    padding is not a whole number of pixels; the node hands it these rows instead.
+    """
+    height, step = int(msg.height), int(msg.step)
+    return _bytes(msg.data)[: step * height].reshape(height, step)[:, : int(msg.width) * _PIXEL_BYTES[msg.encoding]]
 
 
 def image_to_rgb(msg: Any) -> np.ndarray:
-    """A sensor_msgs/Image → HxWx3 RGB uint8 (a new, contiguous array).
+    """A sensor_msgs/Image → HxWx3 RGB uint8 (a new array), without ROS.
 
     Honours `step` (row padding) and `is_bigendian`. Raises ValueError naming the problem for an
     unsupported encoding or a buffer that does not match height/width/step.
     """
-    encoding = str(msg.encoding).lower()
-    if encoding not in _RAW_LAYOUTS:
-        raise ValueError(
-            f"unsupported image encoding {msg.encoding!r}; supported: {', '.join(SUPPORTED_ENCODINGS)} "
-            "(or publish sensor_msgs/CompressedImage as JPEG/PNG)"
-        )
-    channels, depth = _RAW_LAYOUTS[encoding]
-    height, width, step = int(msg.height), int(msg.width), int(msg.step)
-    row_bytes = width * channels * depth
-    if height <= 0 or width <= 0:
-        raise ValueError(f"empty {encoding} image ({width}x{height})")
-    if step < row_bytes:
-        raise ValueError(
-            f"{encoding} image step {step} is shorter than a row ({width} px = {row_bytes} bytes)"
-        )
-    data = _bytes(msg.data)
-    if data.size < step * height:
-        raise ValueError(
-            f"{encoding} image data has {data.size} bytes; {width}x{height} with step {step} "
-            f"needs {step * height}"
-        )
-    rows = data[: step * height].reshape(height, step)[:, :row_bytes]
+    problem = image_problem(msg)
+    if problem:
+        raise ValueError(problem)
+    encoding, height, width = str(msg.encoding), int(msg.height), int(msg.width)
+    depth = 2 if encoding.endswith("16") else 1
+    channels = _PIXEL_BYTES[encoding] // depth
+    rows = pixel_rows(msg)
     if depth == 2:
-        dtype = np.dtype(">u2" if msg.is_bigendian else "<u2")
-        return _grey_to_rgb(_scale16(np.ascontiguousarray(rows).view(dtype).reshape(height, width)))
-    pixels = rows.reshape(height, width, channels)
-    if encoding in _BAYER_TO_RGB:
-        return cv2.cvtColor(np.ascontiguousarray(pixels[:, :, 0]), _BAYER_TO_RGB[encoding])
-    if encoding == "mono8":
-        return _grey_to_rgb(pixels[:, :, 0])
-    if encoding.startswith("bgr"):
-        return np.ascontiguousarray(pixels[:, :, 2::-1])
-    return np.ascontiguousarray(pixels[:, :, :3])
+        rows = np.ascontiguousarray(rows).view(">u2" if msg.is_bigendian else "<u2").astype(np.uint16)
+    shape = (height, width) if channels == 1 else (height, width, channels)
+    return to_rgb8(np.ascontiguousarray(rows).reshape(shape), encoding)
 
 
 def compressed_image_to_rgb(msg: Any) -> np.ndarray:
-    """A sensor_msgs/CompressedImage (JPEG or PNG, as image_transport's `compressed` plugin sends) → RGB."""
-    fmt = str(msg.format)
-    if "compresseddepth" in fmt.lower():
-        raise ValueError(
-            f"compressed image format {fmt!r} is a depth image; subscribe to a colour or mono image instead"
-        )
+    """A sensor_msgs/CompressedImage (JPEG or PNG, as image_transport's `compressed` plugin sends) → RGB.
+
+    Decoded by OpenCV as it is (cv_bridge's `passthrough`), then converted as the raw encoding it decoded to,
+    so grey and 16-bit PNGs work too.
+    """
+    problem = image_problem(msg)
+    if problem:
+        raise ValueError(problem)
     data = _bytes(msg.data)
-    decoded = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
+    decoded = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
     if decoded is None:
         raise ValueError(
-            f"could not decode compressed image (format {fmt!r}, {data.size} bytes); send JPEG or PNG"
+            f"could not decode compressed image (format {msg.format!r}, {data.size} bytes); send JPEG or PNG"
         )
-    if decoded.dtype == np.uint16:
-        decoded = _scale16(decoded) if decoded.ndim == 2 else (decoded >> 8).astype(np.uint8)
-    if decoded.ndim == 2:
-        return _grey_to_rgb(decoded)
-    if decoded.shape[2] == 4:
-        return cv2.cvtColor(decoded, cv2.COLOR_BGRA2RGB)
-    return cv2.cvtColor(decoded, cv2.COLOR_BGR2RGB)
+    return to_rgb8(decoded, decoded_encoding(decoded))
 
 
 def message_to_rgb(msg: Any) -> np.ndarray:

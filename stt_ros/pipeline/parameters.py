@@ -37,7 +37,7 @@ PARAMETERS = (
         "one); 'random' for random weights (smoke tests only)",
     ),
     Parameter("adapter", "", "trained adapter file; empty: the untrained (identity) adapters"),
-    Parameter("device", "cuda", "torch device: cuda, cuda:1, cpu"),
+    Parameter("device", "auto", "torch device: auto (cuda when available, else cpu), cuda, cuda:1, cpu"),
     Parameter("dtype", "fp32", "fp32, fp16 or bf16 (autocast on GPU)"),
     Parameter("pattern", "stt", "foveation pattern: stt, uniform:G, or strides/grids (1,2,4,6,8/4,4,6,8,10)"),
     Parameter(
@@ -69,7 +69,6 @@ PARAMETERS = (
     Parameter("max_tracks", 8, "tracks kept at once; starting one more ends the oldest"),
     Parameter("track_min_score", 0.5, "a track ends when its predicted IoU falls below this"),
     Parameter("track_min_area", 16, "a track ends when its mask has fewer pixels than this"),
-    Parameter("diagnostics_period", 1.0, "seconds between /diagnostics messages"),
 )
 DEFAULTS = {p.name: p.default for p in PARAMETERS}
 
@@ -114,7 +113,6 @@ class NodeConfig:
             _positive(values, name, allow_zero=True)
         for name in ("prompt_tolerance", "tf_timeout"):
             _positive(values, name, float, allow_zero=True)
-        _positive(values, "diagnostics_period", float)
         checkpoint = str(values["checkpoint"])
         if values["variant"] != "reference" and not checkpoint:
             raise ValueError(

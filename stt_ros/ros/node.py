@@ -8,14 +8,18 @@ from __future__ import annotations
 
 import array
 import gc
+import re
+import signal
 import time
 from collections import defaultdict
 from typing import Any
 
 import numpy as np
 import rclpy
-from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from diagnostic_msgs.msg import DiagnosticStatus
+from diagnostic_updater import DiagnosticStatusWrapper, Updater
 from geometry_msgs.msg import Point, PointStamped
+from lifecycle_msgs.msg import Transition
 from rclpy.duration import Duration
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
@@ -31,6 +35,7 @@ from stt_ros.pipeline.camera import apply_transform, project_point, transform_fi
 from stt_ros.pipeline.conversions import (
     MessageKit,
     image_message,
+    image_problem,
     label_image,
     overlay_image,
     segmentation_array_message,
@@ -41,8 +46,15 @@ from stt_ros.pipeline.parameters import PARAMETERS, NodeConfig, load_predictors
 from stt_ros.pipeline.scheduler import FrameOutput, FrameProcessor, Job, Worker, WorkQueue
 from stt_ros.pipeline.tracking import Tracker
 from stt_ros.prompts import Prompt
+from stt_ros.ros.images import frame_to_rgb
 
 THROTTLE_S = 5.0
+MAX_WARNING_KINDS = 1000
+TRANSITION_NAMES = {
+    getattr(Transition, name): name.removeprefix("TRANSITION_").lower()
+    for name in dir(Transition)
+    if name.startswith("TRANSITION_")
+}
 EXPIRE_PERIOD_S = 0.02
 
 
@@ -68,6 +80,40 @@ class SttNode(LifecycleNode):
         self._inputs: list[Any] = []
         self._ticks: list[Any] = []
         self.tf_buffer = self.tf_listener = None
+        self.configure_error = ""
+        self._warned: dict[str, float] = {}
+        self._guard_transitions()
+        # diagnostic_updater publishes in every state (its own `diagnostic_updater.period` parameter), so
+        # /diagnostics also says when the node is unconfigured and why.
+        self.diagnostics = Updater(self)
+        self.diagnostics.setHardwareID("none")
+        self.diagnostics.add("segmentation", self.on_diagnostics)
+
+    def _guard_transitions(self) -> None:
+        """Answer a transition the current state does not offer with "failed" instead of dying.
+
+        rclpy without the fix of ros2/rclpy#1209 (Humble, early Jazzy) raises inside the executor for such a
+        request (`activate` while active), which ends `spin()` and the process. Checking the request against
+        the state machine's available transitions first works on every rclpy.
+        """
+        service = self._service_change_state
+        handle = service.callback
+
+        def change_state(request: Any, response: Any) -> Any:
+            available = self._state_machine.available_transitions  # (id, label, start id, start label, ...)
+            wanted = request.transition.label or request.transition.id
+            if not any(wanted in (transition[0], transition[1]) for transition in available):
+                state = self._state_machine.current_state[1]
+                offered = ", ".join(f"{transition[1]} [{transition[0]}]" for transition in available)
+                asked = TRANSITION_NAMES.get(wanted, wanted)
+                self.get_logger().warning(
+                    f"transition {asked!r} asked for in state {state!r} ignored; available: {offered}"
+                )
+                response.success = False
+                return response
+            return handle(request, response)
+
+        service.callback = change_state
 
     # --- lifecycle -------------------------------------------------------------------------------
 
@@ -76,13 +122,15 @@ class SttNode(LifecycleNode):
             values = {p.name: self.get_parameter(p.name).value for p in PARAMETERS}
             self.config = NodeConfig.from_values(values)
             self.get_logger().info(
-                f"loading {self.config.variant} on {self.config.device} ({self.config.dtype}); please wait"
+                f"loading {self.config.variant} ({self.config.dtype}, device {self.config.device}); please wait"
             )
             self.predictor, self.stock = load_predictors(self.config)
         except Exception as error:  # a configure failure must say why, not crash the process
-            self.get_logger().error(f"configure failed: {error}")
+            self.configure_error = f"configure failed: {error}"
+            self.get_logger().error(self.configure_error)
             self._release_models()
             return TransitionCallbackReturn.FAILURE
+        self.configure_error = ""
         config = self.config
         self.ids = RequestIds("p")
         self.click_ids = RequestIds("click")
@@ -90,18 +138,18 @@ class SttNode(LifecycleNode):
         self.tracker = Tracker(config.max_tracks, config.track_min_score, config.track_min_area)
         self.queue = WorkQueue(config.max_queued_frames)
         self.processor = FrameProcessor(
-            self.predictor, self.tracker, config.multimask, self.stock, config.stock_sam_crossover
+            self.predictor, self.tracker, config.multimask, self.stock, config.stock_sam_crossover, frame_to_rgb
         )
         self.pub_segmentations = self.create_lifecycle_publisher(SegmentationArray, "~/segmentations", 10)
         self.pub_mask = self.create_lifecycle_publisher(Image, "~/mask", 10)
         self.pub_overlay = self.create_lifecycle_publisher(Image, "~/overlay", 10)
-        self.pub_diagnostics = self.create_lifecycle_publisher(DiagnosticArray, "/diagnostics", 10)
-        self._outputs = [self.pub_segmentations, self.pub_mask, self.pub_overlay, self.pub_diagnostics]
+        self._outputs = [self.pub_segmentations, self.pub_mask, self.pub_overlay]
+        self.diagnostics.setHardwareID(str(self.predictor.device))
         self.tf_buffer = Buffer()
         # The listener's subscriptions sit in their own reentrant group: with the multi-threaded executor
         # of `main`, tf keeps arriving while `on_clicked_point` waits for a transform.
         self.tf_listener = TransformListener(self.tf_buffer, self)
-        self.get_logger().info("configured")
+        self.get_logger().info(f"configured: {config.variant} on {self.predictor.device}")
         return TransitionCallbackReturn.SUCCESS
 
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
@@ -122,10 +170,7 @@ class SttNode(LifecycleNode):
             self.create_subscription(PointStamped, "clicked_point", self.on_clicked_point, 10),
             self.create_subscription(Detection2DArray, "detections", self.on_detections, 10),
         ]
-        self._ticks = [
-            self.create_timer(EXPIRE_PERIOD_S, self.on_expire),
-            self.create_timer(float(config.diagnostics_period), self.on_diagnostics),
-        ]
+        self._ticks = [self.create_timer(EXPIRE_PERIOD_S, self.on_expire)]
         self.worker = Worker(self.queue, self.processor, self.on_output, self.on_error)
         self.worker.start()
         self.get_logger().info(f"active: listening on {self._inputs[0].topic_name}")
@@ -174,13 +219,24 @@ class SttNode(LifecycleNode):
     # --- inputs (executor thread) ----------------------------------------------------------------
 
     def _warn(self, counter: str, message: str) -> None:
+        """Count a problem and log it, unless one like it (the same words, other numbers) was logged in the
+        last THROTTLE_S: a bad stream floods no log, and a second kind of problem is not hidden by the first."""
         self.counts[counter] += 1
-        self.get_logger().warning(message, throttle_duration_sec=THROTTLE_S)
+        kind, now = re.sub(r"\d+", "#", message), time.monotonic()
+        if now - self._warned.get(kind, -THROTTLE_S) >= THROTTLE_S:
+            if len(self._warned) > MAX_WARNING_KINDS:
+                self._warned.clear()
+            self._warned[kind] = now
+            self.get_logger().warning(message)
 
     def on_camera_info(self, msg: CameraInfo) -> None:
         self.camera_info = msg
 
     def on_image(self, msg: Any) -> None:
+        problem = image_problem(msg)  # every frame, so a bad stream is reported before anyone clicks
+        if problem:
+            self._warn("bad_images", f"image on {self._inputs[0].topic_name} ignored: {problem}")
+            return
         frame = Frame(stamp_to_ns(msg.header.stamp), msg.header, msg, time.monotonic())
         self.counts["frames"] += 1
         self._dispatch(self.buffer.add_frame(frame))
@@ -304,42 +360,44 @@ class SttNode(LifecycleNode):
             self.pub_overlay.publish(
                 image_message(self.kit, header, overlay_image(output.rgb, masks, points), "bgr8")
             )
+            self.counts["overlays"] += 1
         self.counts["results"] += len(output.items)
         self.counts["stock_sam_frames"] += int(output.stock)
 
-    def on_diagnostics(self) -> None:
+    def on_diagnostics(self, status: DiagnosticStatusWrapper) -> DiagnosticStatusWrapper:
+        """Latency percentiles, rates, drops and every counter; or why the node is not segmenting."""
+        if self.worker is None:
+            state = self._state_machine.current_state[1]
+            if self.configure_error:
+                status.summary(DiagnosticStatus.ERROR, self.configure_error)
+            else:
+                status.summary(DiagnosticStatus.OK, f"{state}: not segmenting")
+            return status
         latency = self.processor.latency.summary()
         queue, binding = self.queue.stats, self.buffer.stats
         values = {
-            **{
-                key: f"{value:.2f}" if isinstance(value, float) else str(value)
-                for key, value in latency.items()
-            },
-            "queue_depth": str(self.queue.depth),
-            "dropped_jobs": str(queue.dropped_jobs),
-            "dropped_prompts": str(queue.dropped_requests),
-            "skipped_tracking_frames": str(queue.skipped_tracking_frames),
-            "prompts_too_old": str(binding.too_old),
-            "prompts_without_frame": str(binding.no_frame_near),
-            "prompts_pending_overflow": str(binding.pending_overflow),
-            "prompts_waiting": str(len(self.buffer.pending)),
-            "tracks": str(len(self.tracker)),
-            **{name: str(count) for name, count in sorted(self.counts.items())},
+            **{key: f"{value:.2f}" if isinstance(value, float) else value for key, value in latency.items()},
+            "queue_depth": self.queue.depth,
+            "dropped_jobs": queue.dropped_jobs,
+            "dropped_prompts": queue.dropped_requests,
+            "skipped_tracking_frames": queue.skipped_tracking_frames,
+            "prompts_too_old": binding.too_old,
+            "prompts_without_frame": binding.no_frame_near,
+            "prompts_pending_overflow": binding.pending_overflow,
+            "prompts_waiting": len(self.buffer.pending),
+            "tracks": len(self.tracker),
+            **dict(sorted(self.counts.items())),
         }
+        for key, value in values.items():
+            status.add(key, str(value))
+        problems = ("bad_images", "bad_prompts", "bad_points", "bad_detections", "failed_frames", "unbound_prompts")
         dropped = queue.dropped_jobs + binding.too_old + binding.no_frame_near + self.counts["failed_frames"]
-        status = DiagnosticStatus(
-            level=DiagnosticStatus.WARN if dropped else DiagnosticStatus.OK,
-            name=f"{self.get_fully_qualified_name()}: segmentation",
-            message=(
-                f"p50 {latency['p50_ms']:.1f} ms, p99 {latency['p99_ms']:.1f} ms, {latency['rate_hz']:.1f} Hz"
-                + (f", {dropped} dropped" if dropped else "")
-            ),
-            hardware_id=str(self.config.device),
-            values=[KeyValue(key=key, value=value) for key, value in values.items()],
-        )
-        diagnostics = DiagnosticArray(status=[status])
-        diagnostics.header.stamp = self.get_clock().now().to_msg()
-        self.pub_diagnostics.publish(diagnostics)
+        rejected = sum(self.counts[name] for name in problems)
+        message = f"p50 {latency['p50_ms']:.1f} ms, p99 {latency['p99_ms']:.1f} ms, {latency['rate_hz']:.1f} Hz"
+        message += f", {dropped} dropped" if dropped else ""
+        message += f", {rejected} inputs rejected" if rejected else ""
+        status.summary(DiagnosticStatus.WARN if dropped or rejected else DiagnosticStatus.OK, message)
+        return status
 
 
 def main(args: list[str] | None = None) -> int:
@@ -355,6 +413,9 @@ def main(args: list[str] | None = None) -> int:
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     finally:
+        # Ctrl-C in a launch terminal reaches the node twice (the terminal and launch both send SIGINT): the
+        # second must not cut the cleanup short with a traceback.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
         if node is not None:
             node._stop()
             node._release_models()

@@ -38,7 +38,7 @@ from stt_ros.frame import FramedImage
 from stt_ros.model.adapters import GEOMETRY_HIDDEN, PATCH_RANK
 from stt_ros.model.encoder import DEFAULT_ATTENTION, DEFAULT_PROPORTIONAL, DEFAULT_WINDOW_PADDING
 from stt_ros.model.foveated_sam import DECODER_RANK, DEFAULT_DECODER, OUTSIDE_LOGIT
-from stt_ros.predictor import FoveatedPredictor, ReferencePredictor
+from stt_ros.predictor import FoveatedPredictor, ReferencePredictor, resolve_device
 from stt_ros.prompts import Prompt
 from stt_ros.train.data import Sample, Source
 from stt_ros.train.reference import learning_rate, mask_ious, mask_loss, sam_loss, save_atomic
@@ -153,7 +153,7 @@ def distributed(device: str | None) -> Iterator[torch.device]:
     Yields the device this process trains on: cuda:LOCAL_RANK under torchrun with CUDA.
     """
     world = int(os.environ.get("WORLD_SIZE", "1"))
-    wanted = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    wanted = resolve_device(device)
     if world == 1:
         yield wanted
         return

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import array
+import re
 from types import SimpleNamespace
 
 import cv2
@@ -96,6 +97,11 @@ def test_mono8_is_grey_in_all_channels(rgb, padding):
     np.testing.assert_array_equal(out, np.repeat(grey[:, :, None], 3, axis=2))
 
 
+def cv_bridge_8bit(values: np.ndarray) -> np.ndarray:
+    """16-bit → 8-bit as cv_bridge's convertTo scales it: × 255/65535, rounded."""
+    return np.rint(values.astype(np.float64) * 255.0 / 65535.0).astype(np.uint8)
+
+
 @SETTINGS
 @given(
     size=sizes,
@@ -104,15 +110,37 @@ def test_mono8_is_grey_in_all_channels(rgb, padding):
     bigendian=st.booleans(),
     bits=st.sampled_from([10, 12, 16]),
 )
-def test_mono16_either_endianness_keeps_order(size, seed, padding, bigendian, bits):
+def test_mono16_either_endianness_scales_as_cv_bridge(size, seed, padding, bigendian, bits):
     values = np.random.default_rng(seed).integers(0, 2**bits, size, dtype=np.uint16)
     out = conv.image_to_rgb(raw_image(values, "mono16", padding, bigendian))
-    assert out.shape == (*size, 3) and (out[:, :, 0] == out[:, :, 2]).all()
-    grey = out[:, :, 0].astype(int)
-    if values.max() > values.min():
-        assert grey[values == values.min()].max() == 0 and grey[values == values.max()].min() == 255
-    order = np.argsort(values, axis=None, kind="stable")
-    assert (np.diff(grey.reshape(-1)[order]) >= 0).all()  # monotone in the 16-bit value
+    np.testing.assert_array_equal(out, np.repeat(cv_bridge_8bit(values)[:, :, None], 3, axis=2))
+
+
+@SETTINGS
+@given(size=sizes, seed=st.integers(0, 2**32 - 1), padding=st.sampled_from([0, 2]), bigendian=st.booleans())
+def test_16_bit_colour_encodings_scale_as_cv_bridge(size, seed, padding, bigendian):
+    rgb16 = np.random.default_rng(seed).integers(0, 2**16, (*size, 3), dtype=np.uint16)
+    alpha = np.full((*size, 1), 1000, dtype=np.uint16)
+    cases = {
+        "rgb16": rgb16,
+        "bgr16": rgb16[:, :, ::-1],
+        "rgba16": np.concatenate([rgb16, alpha], axis=2),
+        "bgra16": np.concatenate([rgb16[:, :, ::-1], alpha], axis=2),
+    }
+    for encoding, pixels in cases.items():
+        out = conv.image_to_rgb(raw_image(np.ascontiguousarray(pixels), encoding, padding, bigendian))
+        np.testing.assert_array_equal(out, cv_bridge_8bit(rgb16), err_msg=encoding)
+
+
+def test_yuv422_of_a_flat_grey_is_that_grey():
+    # UYVY (yuv422) and YUYV (yuv422_yuy2) with neutral chroma: every pixel is the luma in BT.601 video range.
+    height, width, luma = 4, 6, 140
+    uyvy = np.tile(np.array([128, luma], dtype=np.uint8), (height, width))
+    yuyv = np.tile(np.array([luma, 128], dtype=np.uint8), (height, width))
+    for encoding, pixels in (("yuv422", uyvy), ("yuv422_yuy2", yuyv)):
+        out = conv.image_to_rgb(raw_image(pixels.reshape(height, width, 2), encoding))
+        assert out.shape == (height, width, 3)
+        assert (out == round(255 / 219 * (luma - 16))).all(), encoding
 
 
 @pytest.mark.parametrize("pattern", sorted(BAYER))
@@ -171,9 +199,10 @@ def test_compressed_mono_and_16_bit_png():
         SimpleNamespace(format="mono8; png compressed mono8", data=encoded.tobytes())
     )
     np.testing.assert_array_equal(out[:, :, 1], grey)
-    _, encoded = cv2.imencode(".png", grey.astype(np.uint16) * 100)
+    grey16 = grey.astype(np.uint16) * 300
+    _, encoded = cv2.imencode(".png", grey16)
     out = conv.compressed_image_to_rgb(SimpleNamespace(format="mono16; png compressed mono16", data=encoded))
-    assert out[0, 0, 0] == 0 and out[-1, -1, 0] == 255
+    np.testing.assert_array_equal(out[:, :, 2], cv_bridge_8bit(grey16))
 
 
 def test_rclpy_style_array_data_is_read():
@@ -188,7 +217,9 @@ def test_rclpy_style_array_data_is_read():
     ("fields", "message"),
     [
         ({"encoding": "32FC1"}, "unsupported image encoding '32FC1'"),
-        ({"encoding": "yuv422"}, "supported: rgb8"),
+        ({"encoding": "nv21"}, "supported: rgb8"),
+        ({"encoding": "RGB8"}, "unsupported image encoding 'RGB8'"),
+        ({"encoding": "yuv422", "step": 6, "data": bytes(12)}, "width 3 is odd"),
         ({"step": 5}, "shorter than a row"),
         ({"data": bytes(10)}, "needs 18"),
         ({"height": 0}, "empty"),
@@ -210,10 +241,38 @@ def test_bad_images_raise_value_errors_naming_the_problem(fields, message):
         conv.image_to_rgb(msg)
 
 
+@settings(max_examples=300, deadline=None)
+@given(
+    encoding=st.sampled_from(conv.SUPPORTED_ENCODINGS),
+    height=st.integers(-1, 5),
+    width=st.integers(-1, 5),
+    step_delta=st.integers(-3, 3),
+    size_delta=st.integers(-3, 3),
+)
+def test_image_problem_accepts_exactly_the_frames_that_decode(encoding, height, width, step_delta, size_delta):
+    """The per-frame header check says yes iff decoding succeeds: no frame passes it and then fails."""
+    pixel = {
+        **dict.fromkeys(("rgb8", "bgr8"), 3), **dict.fromkeys(("rgba8", "bgra8"), 4),
+        **dict.fromkeys(("rgb16", "bgr16"), 6), **dict.fromkeys(("rgba16", "bgra16"), 8),
+        **dict.fromkeys(("yuv422", "yuv422_yuy2", "mono16"), 2), "mono8": 1,
+    }.get(encoding, 2 if encoding.endswith("16") else 1)  # fmt: skip
+    step = max(width, 0) * pixel + step_delta
+    size = max(step * max(height, 0) + size_delta, 0)
+    msg = SimpleNamespace(encoding=encoding, height=height, width=width, step=step, is_bigendian=0, data=bytes(size))
+    problem = conv.image_problem(msg)
+    if problem is None:
+        assert conv.image_to_rgb(msg).shape == (height, width, 3)
+    else:
+        with pytest.raises(ValueError, match=re.escape(problem)):
+            conv.image_to_rgb(msg)
+        odd_yuv = encoding.startswith("yuv422") and width % 2
+        assert height <= 0 or width <= 0 or step_delta < 0 or size_delta < 0 or odd_yuv
+
+
 def test_bad_compressed_images_raise_value_errors():
     with pytest.raises(ValueError, match="could not decode"):
         conv.compressed_image_to_rgb(SimpleNamespace(format="jpeg", data=b"not a jpeg"))
-    with pytest.raises(ValueError, match="could not decode"):
+    with pytest.raises(ValueError, match="empty compressed image"):
         conv.compressed_image_to_rgb(SimpleNamespace(format="jpeg", data=b""))
     with pytest.raises(ValueError, match="depth"):
         conv.compressed_image_to_rgb(SimpleNamespace(format="16UC1; compressedDepth png", data=b"\0" * 20))
