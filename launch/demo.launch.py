@@ -41,12 +41,13 @@ def _replay(context, *args, **kwargs):
             "params_file": LaunchConfiguration("params_file"),
             "image": "/camera/image_raw",
             "prompts": "/stt/prompts",
+            "image_mouse_left": "/stt_node/overlay_mouse_left",  # rqt_image_view's clicks on the overlay
         }.items(),
     )
     where = (
         f"stt demo: replaying {bag}, recording to {record}. Watch the masks: "
-        "ros2 run rqt_image_view rqt_image_view /stt_node/overlay (tick 'mouse click' and remap "
-        "image_mouse_left to click more); read the results: ros2 bag info " + record
+        "ros2 run rqt_image_view rqt_image_view /stt_node/overlay (tick 'mouse click' to segment what you "
+        f"click); read the results: ros2 bag info {record}"
     )
     return [LogInfo(msg=where), replay]
 

@@ -23,7 +23,10 @@ from launch.substitutions import LaunchConfiguration, PathJoinSubstitution, Pyth
 from launch_ros.event_handlers import OnStateTransition
 from launch_ros.substitutions import FindPackageShare
 
-PASSED_ON = ("params_file", "namespace", "node_name", "image", "camera_info", "prompts", "detections")
+PASSED_ON = (
+    "params_file", "namespace", "node_name", "image", "camera_info", "prompts", "detections", "image_mouse_left",
+    "clicked_point",
+)  # fmt: skip
 
 
 def _record(context, *args, **kwargs):
@@ -54,6 +57,8 @@ def generate_launch_description() -> LaunchDescription:
         DeclareLaunchArgument("camera_info", default_value="camera_info"),
         DeclareLaunchArgument("prompts", default_value="prompts"),
         DeclareLaunchArgument("detections", default_value="detections"),
+        DeclareLaunchArgument("image_mouse_left", default_value="image_mouse_left"),
+        DeclareLaunchArgument("clicked_point", default_value="clicked_point"),
     ]
     node = IncludeLaunchDescription(
         PythonLaunchDescriptionSource(

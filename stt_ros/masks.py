@@ -24,11 +24,16 @@ def interior_point(mask: np.ndarray) -> tuple[float, float] | None:
     mask = np.asarray(mask, dtype=bool)
     if mask.ndim != 2:
         raise ValueError(f"mask must be 2-D (HxW), got shape {mask.shape}")
-    if not mask.any():
+    rows = np.flatnonzero(mask.any(axis=1))
+    if rows.size == 0:
         return None
-    distance = boundary_distance(mask)
+    cols = np.flatnonzero(mask.any(axis=0))
+    # The mask's box is enough: no pixel outside it is nearer than the box's edge, and row-major order (the
+    # tie-break) is the same inside it. Tracking calls this for every track on every frame.
+    y0, x0 = int(rows[0]), int(cols[0])
+    distance = boundary_distance(mask[y0 : int(rows[-1]) + 1, x0 : int(cols[-1]) + 1])
     row, col = np.unravel_index(int(np.argmax(distance)), distance.shape)
-    return float(col), float(row)
+    return float(col + x0), float(row + y0)
 
 
 def mask_iou(a: np.ndarray, b: np.ndarray) -> float:

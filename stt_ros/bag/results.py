@@ -11,13 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from stt_ros.bag.writer import BagWriter
-from stt_ros.pipeline.conversions import (
-    MessageKit,
-    image_message,
-    label_image,
-    segmentation_array_message,
-    segmentation_message,
-)
+from stt_ros.pipeline.conversions import MessageKit, frame_messages
 from stt_ros.prompts import Prompt
 
 SEGMENTATIONS_TOPIC = "/stt/segmentations"
@@ -53,22 +47,9 @@ class ResultsBag:
 
         Prompts whose id is in `tracked` came from the tracker, not from a new prompt (`tracked` field).
         """
-        segmentations = [
-            segmentation_message(
-                self._kit,
-                header,
-                prompt.id,
-                result,
-                prompt.points,
-                prompt.label_array().tolist(),
-                tracked=prompt.id in tracked,
-                latency_ms=latency_ms,
-            )
-            for prompt, result in zip(prompts, results, strict=True)
-        ]
-        self._bag.write(SEGMENTATIONS_TOPIC, segmentation_array_message(self._kit, header, segmentations), log_time_ns)
-        labels = label_image([result.mask for result in results], *shape)
-        self._bag.write(MASK_TOPIC, image_message(self._kit, header, labels, "mono8"), log_time_ns)
+        segmentations, labels = frame_messages(self._kit, header, shape, prompts, results, tracked, latency_ms)
+        self._bag.write(SEGMENTATIONS_TOPIC, segmentations, log_time_ns)
+        self._bag.write(MASK_TOPIC, labels, log_time_ns)
         self.frames += 1
 
     def close(self) -> None:

@@ -29,7 +29,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         epilog=(
             "examples:\n"
             "  stt bench --variant vit_b --checkpoint random --device cpu --prompts 8\n"
-            "  stt bench --variant vit_h --checkpoint sam_vit_h_4b8939.pth --device cuda --dtype bf16 --json"
+            "  stt bench --variant vit_h --checkpoint sam_vit_h_4b8939.pth --device cuda --dtype bf16 --json\n"
+            "  stt bench --node                      # what the ROS node adds per frame, the model left out\n"
+            "  ros2 run stt_ros stt bench --node     # the same through cv_bridge and rclpy (colcon workspace)"
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -47,13 +49,35 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
     parser.add_argument("--image", type=Path, help="image file (default: the built-in 640x480 scene)")
     add_model_options(parser)
+    parser.add_argument(
+        "--node",
+        action="store_true",
+        help="time the ROS node's own work per frame instead of the model: header check and binding, decoding, "
+        "prompts, result messages and the overlay (--prompts prompts on a --size image; --repeats frames)",
+    )
+    parser.add_argument(
+        "--size", type=parse_size, default=(1280, 720), help="WIDTHxHEIGHT for --node (default: 1280x720)"
+    )
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
     parser.set_defaults(handler=run)
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    """WIDTHxHEIGHT in pixels; raises ArgumentTypeError naming the problem."""
+    try:
+        width, height = (int(part) for part in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"size {text!r} is not WIDTHxHEIGHT, e.g. 1280x720") from None
+    if width < 16 or height < 16:
+        raise argparse.ArgumentTypeError(f"size {text!r}: both sides must be at least 16 px")
+    return width, height
 
 
 def run(args: argparse.Namespace) -> int:
     if args.prompts < 1:
         raise ValueError("--prompts must be at least 1")
+    if args.node:
+        return run_node(args)
     if args.threads:
         torch.set_num_threads(args.threads)
     image = load_image(args.image) if args.image else generate_scene(BUILTIN_SEED, 640, 480).image
@@ -89,4 +113,12 @@ def run(args: argparse.Namespace) -> int:
         f"({foveated.pattern.num_pixels} px moved vs {foveated.sam.image_encoder.img_size**2} for stock SAM)"
     )
     print(result.table())
+    return 0
+
+
+def run_node(args: argparse.Namespace) -> int:
+    from stt_ros.evaluation.node_bench import measure_node_overhead
+
+    result = measure_node_overhead(*args.size, prompts=args.prompts, repeats=args.repeats)
+    print(json.dumps(result.to_dict(), indent=2) if args.json else result.table())
     return 0

@@ -7,7 +7,7 @@ Functions read and build messages by field name only, so the same code serves rc
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from types import SimpleNamespace
 from typing import Any
@@ -198,15 +198,21 @@ def image_message(kit: MessageKit, header: Any, pixels: np.ndarray, encoding: st
     )
 
 
-def mask_crop(mask: np.ndarray) -> tuple[tuple[int, int, int, int], np.ndarray]:
-    """(x_offset, y_offset, width, height) of the mask's bounding box and the mono8 0/255 crop."""
+Crop = tuple[tuple[int, int, int, int], np.ndarray]
+
+
+def mask_crop(mask: np.ndarray) -> Crop:
+    """(x_offset, y_offset, width, height) of the mask's bounding box and the mask inside it (a view).
+
+    Found once per result: the Segmentation's mask and the label image both work on the box, not the frame.
+    """
     mask = np.asarray(mask, dtype=bool)
     rows = np.flatnonzero(mask.any(axis=1))
     if rows.size == 0:
-        return (0, 0, 0, 0), np.zeros((0, 0), dtype=np.uint8)
+        return (0, 0, 0, 0), np.zeros((0, 0), dtype=bool)
     cols = np.flatnonzero(mask.any(axis=0))
     y0, y1, x0, x1 = int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
-    return (x0, y0, x1 - x0, y1 - y0), mask[y0:y1, x0:x1].astype(np.uint8) * 255
+    return (x0, y0, x1 - x0, y1 - y0), mask[y0:y1, x0:x1]
 
 
 def segmentation_message(
@@ -218,13 +224,14 @@ def segmentation_message(
     labels: Sequence[int],
     tracked: bool,
     latency_ms: float,
+    crop: Crop | None = None,
 ) -> Any:
     """One stt_ros/Segmentation from a predictor result (`.mask`, `.score`, `.scores`, `.index`)."""
-    (x, y, width, height), crop = mask_crop(result.mask)
+    (x, y, width, height), crop = crop or mask_crop(result.mask)
     return kit.segmentation(
         prompt_id=str(prompt_id),
         roi=kit.region_of_interest(x_offset=x, y_offset=y, height=height, width=width, do_rectify=False),
-        mask=image_message(kit, header, crop, "mono8"),
+        mask=image_message(kit, header, crop.astype(np.uint8) * 255, "mono8"),
         score=float(result.score),
         scores=np.asarray(result.scores, dtype=np.float32).reshape(3),
         index=int(result.index),
@@ -239,6 +246,31 @@ def segmentation_message(
 def segmentation_array_message(kit: MessageKit, header: Any, segmentations: Sequence[Any]) -> Any:
     """The stt_ros/SegmentationArray for one image, carrying the image's header."""
     return kit.segmentation_array(header=header, segmentations=list(segmentations))
+
+
+def frame_messages(
+    kit: MessageKit,
+    header: Any,
+    shape: tuple[int, int],
+    prompts: Sequence[Any],
+    results: Sequence[Any],
+    tracked: Collection[str] = (),
+    latency_ms: float = 0.0,
+) -> tuple[Any, Any]:
+    """One frame's outputs, as the node publishes them and the results bag stores them: the
+    SegmentationArray and the mono8 label image (`shape` is the image's (height, width)).
+
+    Prompts whose id is in `tracked` came from the tracker, not from a new prompt.
+    """
+    crops = [mask_crop(result.mask) for result in results]
+    segmentations = [
+        segmentation_message(
+            kit, header, prompt.id, result, prompt.points, prompt.label_array(), prompt.id in tracked, latency_ms, crop
+        )
+        for prompt, result, crop in zip(prompts, results, crops, strict=True)
+    ]
+    labels = label_image([result.mask for result in results], *shape, crops)
+    return segmentation_array_message(kit, header, segmentations), image_message(kit, header, labels, "mono8")
 
 
 def segmentation_to_mask(segmentation: Any, height: int, width: int) -> np.ndarray:
@@ -259,37 +291,44 @@ def segmentation_to_mask(segmentation: Any, height: int, width: int) -> np.ndarr
     return mask
 
 
-def label_image(masks: Sequence[np.ndarray], height: int, width: int) -> np.ndarray:
-    """mono8 labels: 0 background, i+1 where the i-th mask is set (later masks win overlaps)."""
+def label_image(
+    masks: Sequence[np.ndarray], height: int, width: int, crops: Sequence[Crop] | None = None
+) -> np.ndarray:
+    """mono8 labels: 0 background, i+1 where the i-th mask is set (later masks win overlaps).
+
+    `crops`: the masks' `mask_crop`s, when already known.
+    """
     if len(masks) > MAX_LABELS:
         raise ValueError(f"{len(masks)} masks do not fit a mono8 label image (at most {MAX_LABELS})")
     labels = np.zeros((height, width), dtype=np.uint8)
-    for i, mask in enumerate(masks):
-        labels[np.asarray(mask, dtype=bool)] = i + 1
+    for i, ((x, y, w, h), crop) in enumerate(crops if crops is not None else map(mask_crop, masks)):
+        labels[y : y + h, x : x + w][crop] = i + 1
     return labels
 
 
 def _colour(i: int) -> np.ndarray:
     """A distinct, stable BGR colour per label (golden-ratio hue steps)."""
     hue = int((i * 0.618033988749895 % 1.0) * 180)
-    return cv2.cvtColor(np.uint8([[[hue, 220, 255]]]), cv2.COLOR_HSV2BGR)[0, 0].astype(np.float32)
+    return cv2.cvtColor(np.uint8([[[hue, 220, 255]]]), cv2.COLOR_HSV2BGR)[0, 0]
 
 
 def overlay_image(
     rgb: np.ndarray, masks: Sequence[np.ndarray], points: Sequence[Sequence[tuple[float, float]]] = ()
 ) -> np.ndarray:
-    """A bgr8 picture for people: each mask tinted in its own colour, outlined, its prompt points dotted."""
-    bgr = cv2.cvtColor(np.asarray(rgb, dtype=np.uint8), cv2.COLOR_RGB2BGR)
-    canvas = bgr.astype(np.float32)
-    for i, mask in enumerate(masks):
-        mask = np.asarray(mask, dtype=bool)
-        canvas[mask] = 0.5 * canvas[mask] + 0.5 * _colour(i)
-    out = np.clip(np.rint(canvas), 0, 255).astype(np.uint8)
-    for i, mask in enumerate(masks):
+    """A bgr8 picture for people: each mask tinted in its own colour, outlined, its prompt points dotted.
+
+    Works on each mask's box, not the whole frame: the cost follows the objects' size.
+    """
+    out = cv2.cvtColor(np.asarray(rgb, dtype=np.uint8), cv2.COLOR_RGB2BGR)
+    crops = [mask_crop(mask) for mask in masks]
+    for i, ((x, y, w, h), crop) in enumerate(crops):
+        region = out[y : y + h, x : x + w]
+        tinted = cv2.addWeighted(region, 0.5, np.broadcast_to(_colour(i), region.shape).astype(np.uint8), 0.5, 0)
+        region[crop] = tinted[crop]
+    for i, ((x, y, _, _), crop) in enumerate(crops):
         colour = tuple(int(c) for c in _colour(i))
-        outline = np.asarray(mask, dtype=np.uint8)
-        contours, _ = cv2.findContours(outline, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
-        cv2.drawContours(out, contours, -1, colour, 2)
+        outline, _ = cv2.findContours(crop.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE, offset=(x, y))
+        cv2.drawContours(out, outline, -1, colour, 2)
         for u, v in points[i] if i < len(points) else ():
             cv2.circle(out, (round(u), round(v)), 4, (255, 255, 255), -1)
             cv2.circle(out, (round(u), round(v)), 4, colour, 1)

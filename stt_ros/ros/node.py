@@ -6,7 +6,6 @@ tested without ROS; this file only wires topics, parameters, tf2 and the lifecyc
 
 from __future__ import annotations
 
-import array
 import gc
 import re
 import signal
@@ -14,7 +13,6 @@ import time
 from collections import defaultdict
 from typing import Any
 
-import numpy as np
 import rclpy
 from diagnostic_msgs.msg import DiagnosticStatus
 from diagnostic_updater import DiagnosticStatusWrapper, Updater
@@ -25,28 +23,20 @@ from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from rclpy.time import Time
-from sensor_msgs.msg import CameraInfo, CompressedImage, Image, RegionOfInterest
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from tf2_ros import Buffer, TransformException, TransformListener
 from vision_msgs.msg import Detection2DArray
 
-from stt_ros.msg import PointPrompt, Segmentation, SegmentationArray
+from stt_ros.msg import PointPrompt, SegmentationArray
 from stt_ros.pipeline.binding import Frame, FrameBuffer, Request, RequestIds, request_from_message, stamp_to_ns
 from stt_ros.pipeline.camera import apply_transform, project_point, transform_fields
-from stt_ros.pipeline.conversions import (
-    MessageKit,
-    image_message,
-    image_problem,
-    label_image,
-    overlay_image,
-    segmentation_array_message,
-    segmentation_message,
-)
+from stt_ros.pipeline.conversions import frame_messages, image_message, image_problem, overlay_image
 from stt_ros.pipeline.detections import detection_prompts
 from stt_ros.pipeline.parameters import PARAMETERS, NodeConfig, load_predictors
 from stt_ros.pipeline.scheduler import FrameOutput, FrameProcessor, Job, Worker, WorkQueue
 from stt_ros.pipeline.tracking import Tracker
 from stt_ros.prompts import Prompt
-from stt_ros.ros.images import frame_to_rgb
+from stt_ros.ros.conversions import RCLPY_KIT, frame_to_rgb
 
 THROTTLE_S = 5.0
 MAX_WARNING_KINDS = 1000
@@ -58,11 +48,6 @@ TRANSITION_NAMES = {
 EXPIRE_PERIOD_S = 0.02
 
 
-def _pack_uint8(values: np.ndarray) -> array.array:
-    # rclpy checks every element of anything but array.array('B'): slow for images.
-    return array.array("B", np.ascontiguousarray(values, dtype=np.uint8).tobytes())
-
-
 class SttNode(LifecycleNode):
     """Prompts in (clicks, detections, 3-D points, PointPrompt), masks and IoU scores out."""
 
@@ -70,7 +55,6 @@ class SttNode(LifecycleNode):
         super().__init__("stt_node", **kwargs)
         for parameter in PARAMETERS:
             self.declare_parameter(parameter.name, parameter.default)
-        self.kit = MessageKit(Image, RegionOfInterest, Point, Segmentation, SegmentationArray, _pack_uint8)
         self.counts: dict[str, int] = defaultdict(int)
         self.config: NodeConfig | None = None
         self.predictor = self.stock = None
@@ -338,27 +322,18 @@ class SttNode(LifecycleNode):
         if not (output.items or output.ended or output.rejected):
             return
         header = output.frame.header
-        height, width = output.rgb.shape[:2]
-        segmentations = [
-            segmentation_message(
-                self.kit,
-                header,
-                item.prompt_id,
-                item.result,
-                item.prompt.points,
-                item.prompt.label_array(),
-                item.tracked,
-                output.latency_ms,
-            )
-            for item in output.items
-        ]
-        self.pub_segmentations.publish(segmentation_array_message(self.kit, header, segmentations))
-        masks = [item.result.mask for item in output.items]
-        self.pub_mask.publish(image_message(self.kit, header, label_image(masks, height, width), "mono8"))
+        prompts = [item.prompt for item in output.items]
+        results = [item.result for item in output.items]
+        tracked = {item.prompt_id for item in output.items if item.tracked}
+        segmentations, labels = frame_messages(
+            RCLPY_KIT, header, output.rgb.shape[:2], prompts, results, tracked, output.latency_ms
+        )
+        self.pub_segmentations.publish(segmentations)
+        self.pub_mask.publish(labels)
         if self.pub_overlay.get_subscription_count() > 0:
-            points = [item.prompt.points for item in output.items]
+            masks, points = [result.mask for result in results], [prompt.points for prompt in prompts]
             self.pub_overlay.publish(
-                image_message(self.kit, header, overlay_image(output.rgb, masks, points), "bgr8")
+                image_message(RCLPY_KIT, header, overlay_image(output.rgb, masks, points), "bgr8")
             )
             self.counts["overlays"] += 1
         self.counts["results"] += len(output.items)

@@ -330,3 +330,22 @@ def test_label_image_and_overlay():
     np.testing.assert_array_equal(conv.image_to_rgb(msg), bgr[:, :, ::-1])
     with pytest.raises(ValueError, match="at most 255"):
         conv.label_image([a] * 256, 6, 8)
+
+
+def test_overlay_tints_inside_outlines_and_leaves_the_rest():
+    rng = np.random.default_rng(3)
+    rgb = rng.integers(0, 256, (40, 60, 3), dtype=np.uint8)
+    a = np.zeros((40, 60), bool)
+    a[5:25, 5:30] = True
+    b = np.zeros((40, 60), bool)
+    b[20:38, 35:58] = True
+    out = conv.overlay_image(rgb, [a, b], [[(10.0, 10.0)], [(40.0, 30.0)]])
+    bgr = rgb[:, :, ::-1].astype(int)
+    grown = cv2.dilate((a | b).astype(np.uint8), np.ones((7, 7), np.uint8)).astype(bool)
+    np.testing.assert_array_equal(out[~grown], bgr[~grown])  # far from every mask: the image itself
+    inner = cv2.erode(a.astype(np.uint8), np.ones((7, 7), np.uint8)).astype(bool)
+    inner[5:16, 5:16] = False  # the prompt's dot
+    colour = conv._colour(0).astype(int)
+    assert np.abs(out[inner].astype(int) - (bgr[inner] + colour) / 2).max() <= 0.5  # half image, half colour
+    edge = a & ~cv2.erode(a.astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool)
+    assert (out[edge] == conv._colour(0)).all(axis=1).mean() > 0.9  # outlined in the mask's colour

@@ -14,7 +14,7 @@ pytest.importorskip("rosbags.image")
 sensor_msgs = pytest.importorskip("sensor_msgs.msg")
 
 from stt_ros.pipeline import conversions  # noqa: E402
-from stt_ros.ros.images import frame_to_rgb  # noqa: E402
+from stt_ros.ros.conversions import frame_to_rgb  # noqa: E402
 
 RNG = np.random.default_rng(11)
 

@@ -3,6 +3,7 @@ compile, and config/stt.yaml matches the node's parameter table."""
 
 from __future__ import annotations
 
+import json
 import py_compile
 import re
 from pathlib import Path
@@ -34,18 +35,43 @@ def test_cmake_generates_exactly_the_msg_files():
     # rosidl installs the Python package already; a second install target would clash.
     assert not re.search(r"^\s*ament_python_install_package", cmake, re.MULTILINE)
     assert 'DESTINATION "${PYTHON_INSTALL_DIR}/stt_ros"' in cmake
-    assert "install(PROGRAMS scripts/stt_node DESTINATION lib/${PROJECT_NAME})" in cmake
+    assert "install(PROGRAMS scripts/stt_node scripts/stt DESTINATION lib/${PROJECT_NAME})" in cmake
 
 
 @pytest.mark.parametrize(
-    "path", ["launch/stt.launch.py", "launch/replay.launch.py", "stt_ros/ros/node.py", "scripts/stt_node"]
+    "path",
+    [
+        "launch/stt.launch.py",
+        "launch/replay.launch.py",
+        "launch/demo.launch.py",
+        "stt_ros/ros/node.py",
+        "scripts/stt_node",
+        "scripts/stt",
+    ],
 )
 def test_launch_files_and_node_compile(path, tmp_path):
     py_compile.compile(str(REPO / path), cfile=str(tmp_path / "out.pyc"), doraise=True)
 
 
-def test_node_script_is_executable():
-    assert (REPO / "scripts" / "stt_node").stat().st_mode & 0o111
+@pytest.mark.parametrize("script", ["stt_node", "stt"])
+def test_scripts_are_executable(script):
+    assert (REPO / "scripts" / script).stat().st_mode & 0o111
+
+
+def test_docs_install_what_the_ros_tests_provision():
+    """docs/ROS.md's pip commands are the ones tests/ros_live/run.sh runs: the documented path is the tested one."""
+
+    def pip_lines(text: str) -> set[str]:
+        lines = {" ".join(line.split()) for line in text.replace("\\\n", " ").splitlines()}
+        return {
+            re.sub(r'-c "?\S*constraints\.txt"?', "-c constraints.txt", line.replace(" -q", "").replace(" 2>&1", ""))
+            .split(" | ")[0]
+            for line in lines
+            if line.startswith("python3 -m pip install")
+        }
+
+    provisioned = pip_lines((REPO / "tests" / "ros_live" / "run.sh").read_text())
+    assert provisioned and provisioned <= pip_lines((REPO / "docs" / "ROS.md").read_text())
 
 
 def test_yaml_has_every_parameter_with_its_default():
@@ -57,7 +83,8 @@ def test_yaml_has_every_parameter_with_its_default():
         assert type(parameters[parameter.name]) is type(parameter.default), parameter.name
 
 
-def test_readme_lists_every_parameter():
-    docs = (REPO / "README.md").read_text()
-    missing = [p.name for p in PARAMETERS if f"`{p.name}`" not in docs]
-    assert not missing
+def test_docs_list_every_parameter_with_its_default():
+    docs = (REPO / "docs" / "ROS.md").read_text()
+    for parameter in PARAMETERS:
+        default = json.dumps(parameter.default)  # YAML's spelling: true, 0.1, "auto"
+        assert f"| `{parameter.name}` | `{default}` |" in docs, parameter.name

@@ -1,21 +1,32 @@
-"""Camera frames → rgb8 with cv_bridge, so users' encodings convert exactly as in every other ROS node.
+"""The node's side of `stt_ros.pipeline.conversions`: cv_bridge decoding and rclpy's message classes.
 
-The offline tools convert with `stt_ros.pipeline.conversions` (rosbags-image), which agrees with this
-pixel for pixel (tests/ros/test_cv_bridge_agreement.py).
+Camera frames go through cv_bridge, so users' encodings convert exactly as in every other ROS node; the
+offline tools convert with rosbags-image, which agrees pixel for pixel (tests/ros/test_cv_bridge_agreement.py).
 """
 
 from __future__ import annotations
 
+import array
 from typing import Any
 
 import numpy as np
 from cv_bridge import CvBridge, CvBridgeError
 from cv_bridge.boost.cv_bridge_boost import cvtColor2
-from sensor_msgs.msg import Image
+from geometry_msgs.msg import Point
+from sensor_msgs.msg import Image, RegionOfInterest
 
-from stt_ros.pipeline.conversions import decoded_encoding, image_problem, pixel_rows
+from stt_ros.msg import Segmentation, SegmentationArray
+from stt_ros.pipeline.conversions import MessageKit, decoded_encoding, image_problem, pixel_rows
 
 _BRIDGE = CvBridge()
+
+
+def _pack_uint8(values: np.ndarray) -> array.array:
+    # rclpy checks every element of anything but array.array('B'): slow for images.
+    return array.array("B", np.ascontiguousarray(values, dtype=np.uint8).tobytes())
+
+
+RCLPY_KIT = MessageKit(Image, RegionOfInterest, Point, Segmentation, SegmentationArray, _pack_uint8)
 
 
 def frame_to_rgb(msg: Any) -> np.ndarray:
