@@ -42,9 +42,10 @@ export ROS_DOMAIN_ID=$((100 + RANDOM % 100))  # keep parallel runs on one machin
 export STT_OFFLINE_PYTHON=${STT_OFFLINE_PYTHON:-python3}
 
 status=0
+# From outside the checkout, so `import stt_ros` finds the installed package (with its generated msg/).
+(cd "$work" && python3 -m pytest -v -p no:cacheprovider --rootdir "$repo" -c "$repo/pyproject.toml" "$repo/tests/ros") \
+  2>&1 | grep -E "PASSED|FAILED|ERROR|SKIPPED|passed|failed" || status=1
 cd "$repo"
-python3 -m pytest -v -p no:cacheprovider tests/ros 2>&1 | grep -E "PASSED|FAILED|ERROR|SKIPPED|passed|failed" \
-  || status=1
 for test in tests/ros_live/test_*.py; do
   name=$(basename "$test" .py)
   if ! timeout 600 launch_test --junit-xml "$work/results/$name.xml" "$test" > "$work/$name.log" 2>&1; then
