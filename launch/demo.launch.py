@@ -1,8 +1,9 @@
 """The ROS demo: `ros2 launch stt_ros demo.launch.py` after `colcon build`, nothing else to download.
 
-Writes the built-in sample bag on first use (moving shapes with one PointPrompt per object and frame, the
-same bag as `stt make-sample-bag`), replays it into stt_node with the shipped reference model on
-`device: auto`, records the node's outputs, and says where to look.
+Writes the built-in sample bag on first use (moving shapes with one PointPrompt per object and frame, and
+aligned depth; the same bag as `stt make-sample-bag`), replays it into stt_node with the shipped reference
+model on `device: auto` and depth on, records the node's outputs (masks, boxes, 3-D objects and their points),
+and says where to look.
 """
 
 import os
@@ -40,6 +41,9 @@ def _replay(context, *args, **kwargs):
             "rate": LaunchConfiguration("rate"),
             "params_file": LaunchConfiguration("params_file"),
             "image": "/camera/image_raw",
+            "camera_info": "/camera/camera_info",
+            "depth": "/camera/aligned_depth_to_color/image_raw",
+            "depth_camera_info": "/camera/aligned_depth_to_color/camera_info",
             "prompts": "/stt/prompts",
             "image_mouse_left": "/stt_node/overlay_mouse_left",  # rqt_image_view's clicks on the overlay
         }.items(),

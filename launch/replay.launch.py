@@ -25,7 +25,7 @@ from launch_ros.substitutions import FindPackageShare
 
 PASSED_ON = (
     "params_file", "namespace", "node_name", "image", "camera_info", "prompts", "detections", "image_mouse_left",
-    "clicked_point",
+    "clicked_point", "depth", "depth_camera_info",
 )  # fmt: skip
 
 
@@ -34,7 +34,8 @@ def _record(context, *args, **kwargs):
     namespace = LaunchConfiguration("namespace").perform(context).strip("/")
     node_name = LaunchConfiguration("node_name").perform(context)
     base = "/" + "/".join(part for part in (namespace, node_name) if part)
-    topics = [f"{base}/segmentations", f"{base}/mask", "/diagnostics"]
+    outputs = ("segmentations", "mask", "detections", "objects", "points")  # objects, points: with depth_mode on
+    topics = [*(f"{base}/{name}" for name in outputs), "/diagnostics"]
     output = LaunchConfiguration("record").perform(context)
     return [ExecuteProcess(cmd=["ros2", "bag", "record", "-o", output, *topics], output="screen")]
 
@@ -59,6 +60,8 @@ def generate_launch_description() -> LaunchDescription:
         DeclareLaunchArgument("detections", default_value="detections"),
         DeclareLaunchArgument("image_mouse_left", default_value="image_mouse_left"),
         DeclareLaunchArgument("clicked_point", default_value="clicked_point"),
+        DeclareLaunchArgument("depth", default_value="depth"),
+        DeclareLaunchArgument("depth_camera_info", default_value="depth_camera_info"),
     ]
     node = IncludeLaunchDescription(
         PythonLaunchDescriptionSource(

@@ -24,6 +24,8 @@ TOPICS = {
     "image_mouse_left": "image_mouse_left",
     "clicked_point": "clicked_point",
     "detections": "detections",
+    "depth": "depth",
+    "depth_camera_info": "depth_camera_info",
 }
 
 
@@ -47,8 +49,10 @@ def generate_launch_description() -> LaunchDescription:
         for name, topic in TOPICS.items()
     ]
     remappings = [(topic, LaunchConfiguration(name)) for name, topic in TOPICS.items()]
-    # With image_transport:=compressed the node subscribes to `image/compressed`.
+    # With image_transport:=compressed (depth_transport:=compressed) the node subscribes to `image/compressed`
+    # (`depth/compressed`): they follow the `image` (`depth`) remap.
     remappings.append(("image/compressed", [LaunchConfiguration("image"), "/compressed"]))
+    remappings.append(("depth/compressed", [LaunchConfiguration("depth"), "/compressed"]))
 
     node = LifecycleNode(
         package="stt_ros",

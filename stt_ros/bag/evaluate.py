@@ -27,14 +27,17 @@ from stt_ros.bag.report import write_report
 from stt_ros.bag.results import ResultsBag
 from stt_ros.masks import interior_point, mask_iou
 from stt_ros.pipeline.binding import Frame, FrameBuffer, Request, RequestIds, request_from_message, stamp_to_ns
-from stt_ros.pipeline.conversions import SUPPORTED_ENCODINGS, message_to_rgb
+from stt_ros.pipeline.conversions import SUPPORTED_ENCODINGS, mask_crop, message_to_rgb
 from stt_ros.pipeline.detections import detection_prompts
+from stt_ros.pipeline.lifting import DepthFrames, Intrinsics, LiftedFrame, depth_from_message, lift_frame
 from stt_ros.pipeline.tracking import Tracker
 from stt_ros.predictor import FOVEATION_SETTINGS
 from stt_ros.prompts import Prompt
 
 IMAGE_TYPES = ("sensor_msgs/msg/Image", "sensor_msgs/msg/CompressedImage")
 GT_TYPES = ("sensor_msgs/msg/Image",)
+DEPTH_TYPES = ("sensor_msgs/msg/Image", "sensor_msgs/msg/CompressedImage")
+CAMERA_INFO = "sensor_msgs/msg/CameraInfo"
 POINT_PROMPT = msg_type_name("PointPrompt")
 POINT_STAMPED = "geometry_msgs/msg/PointStamped"
 DETECTIONS = "vision_msgs/msg/Detection2DArray"
@@ -54,6 +57,9 @@ class EvalOptions:
     out: Path
     prompt_topic: str | None = None
     gt_topic: str | None = None
+    depth_topic: str | None = None  # lift masks to 3-D with this aligned depth (16UC1 mm or 32FC1 m)
+    camera_info_topic: str | None = None  # the colour camera's CameraInfo (the aligned depth's intrinsics)
+    depth_tolerance_ns: int = 50_000_000
     limit: int | None = None
     progress: bool = True
     buffer: FrameBuffer = field(default_factory=FrameBuffer)
@@ -156,6 +162,8 @@ class Evaluation:
         self.gt: dict[int, np.ndarray] = {}  # instance images by stamp
         self.frames: list[FrameRecord] = []
         self.accepted = 0
+        self.depth = DepthFrames(4 * self.buffer.capacity, options.depth_tolerance_ns)
+        self.intrinsics: Intrinsics | None = None
 
     # -- input ------------------------------------------------------------------------------------
     def on_image(self, message: Message) -> None:
@@ -203,6 +211,29 @@ class Evaluation:
             self.gt[stamp_to_ns(message.msg.header.stamp)] = instances_from_message(message.msg)
         except ValueError as error:
             self.problems.add("undecodable_ground_truth", f"{message.topic} at t={message.log_time}: {error}")
+
+    def on_depth(self, message: Message) -> None:
+        self.depth.add(stamp_to_ns(message.msg.header.stamp), message.msg)
+
+    def on_camera_info(self, message: Message) -> None:
+        try:
+            self.intrinsics = Intrinsics.from_camera_info(message.msg)
+        except ValueError as error:
+            self.problems.add("uncalibrated_camera_info", f"{message.topic} at t={message.log_time}: {error}")
+
+    def lift(self, pending: _Pending, results: list[Any]) -> LiftedFrame | None:
+        """The frame's objects in 3-D from the depth nearest its stamp; None (and a counted problem) without."""
+        stamp = pending.frame.stamp_ns
+        depth_msg = self.depth.nearest(stamp)
+        if depth_msg is None:
+            self.problems.add("frames_without_depth", f"frame {stamp}: no {self.options.depth_topic} message near it")
+            return None
+        try:
+            crops = [mask_crop(result.mask) for result in results]
+            return lift_frame(depth_from_message(depth_msg), pending.rgb.shape[:2], crops, self.intrinsics, None)
+        except ValueError as error:
+            self.problems.add("unusable_depth", f"frame {stamp}: {error}")
+            return None
 
     def _attach(self, bound: Sequence[tuple[Frame, Request]]) -> None:
         for frame, request in bound:
@@ -263,6 +294,10 @@ class Evaluation:
                 elif prompt.id in starts:
                     self.tracker.start(prompt.id, result, stamp)
             record.prompt_records = self._score(pending, prompts, results, instances, record)
+            lifted = self.lift(pending, results) if self.options.depth_topic else None
+            for rec, obj in zip(record.prompt_records, lifted.lifted if lifted else [None] * len(results), strict=True):
+                if obj is not None:
+                    rec.depth_points, rec.depth_coverage = obj.valid_pixels, obj.coverage
             results_bag.write(
                 pending.frame.header,
                 pending.log_time,
@@ -271,6 +306,7 @@ class Evaluation:
                 results,
                 record.latency_ms,
                 tracked,
+                lifted,
             )
         self.frames.append(record)
         for row in records_as_rows([record]):
@@ -292,7 +328,9 @@ class Evaluation:
                 if images_after_limit > self.buffer.capacity:
                     return
                 continue
-            {"image": self.on_image, "prompt": self.on_prompt, "gt": self.on_gt}[role](item)
+            handlers = {"image": self.on_image, "prompt": self.on_prompt, "gt": self.on_gt}
+            handlers.update(depth=self.on_depth, camera_info=self.on_camera_info)
+            handlers[role](item)
             self._attach(self.buffer.expire(item.log_time))
             for pending in self.ready(final=False):
                 self.evaluate(pending, results, rows)
@@ -311,6 +349,8 @@ class Evaluation:
             if kind != "bound" and count:
                 self.problems.counts[f"unbound_prompts_{kind}"] = count
         metrics["input"] = self.problems.as_dict()
+        if options_depth := self.options.depth_topic:
+            metrics["depth"]["topic"] = options_depth
         metrics["tracks"] = {"started": self.tracker.stats.started, "ended": dict(self.tracker.stats.ended)}
         options = self.options
         metrics["run"] = {
@@ -378,8 +418,20 @@ def _topics(options: EvalOptions, bag: Bag) -> dict[str, str]:
     if options.gt_topic:
         bag.require(options.gt_topic, GT_TYPES, "ground-truth")
         roles[options.gt_topic] = "gt"
-    if len(roles) != 1 + bool(options.prompt_topic) + bool(options.gt_topic):
-        raise BagError("image, prompt and ground-truth topics must be different topics")
+    if options.depth_topic:
+        if not options.camera_info_topic:
+            infos = sorted(t for t, m in bag.topics.items() if m == CAMERA_INFO) or ["none"]
+            raise BagError(
+                f"--depth-topic needs --camera-info-topic (the intrinsics to lift with); CameraInfo topics in "
+                f"the bag: {', '.join(infos)}"
+            )
+        bag.require(options.depth_topic, DEPTH_TYPES, "depth")
+        bag.require(options.camera_info_topic, (CAMERA_INFO,), "camera info")
+        roles[options.depth_topic] = "depth"
+        roles[options.camera_info_topic] = "camera_info"
+    expected = 1 + bool(options.prompt_topic) + bool(options.gt_topic) + 2 * bool(options.depth_topic)
+    if len(roles) != expected:
+        raise BagError("image, prompt, ground-truth, depth and camera info topics must be different topics")
     return roles
 
 

@@ -18,6 +18,28 @@ PACKAGE = "stt_ros"
 MESSAGE_NAMES = ("PointPrompt", "Segmentation", "SegmentationArray")
 MSG_DIR_ENV = "STT_ROS_MSG_DIR"
 DISTROS = {"humble": Stores.ROS2_HUMBLE, "jazzy": Stores.ROS2_JAZZY}
+# vision_msgs 4.x (Humble and Jazzy), which rosbags does not ship: the fields of the types the node publishes
+# and reads, so offline tools write Detection2D/3D arrays a ROS 2 install reads as its own.
+VISION_MSGS = {
+    "vision_msgs/msg/Point2D": "float64 x\nfloat64 y",
+    "vision_msgs/msg/Pose2D": "vision_msgs/Point2D position\nfloat64 theta",
+    "vision_msgs/msg/BoundingBox2D": "vision_msgs/Pose2D center\nfloat64 size_x\nfloat64 size_y",
+    "vision_msgs/msg/BoundingBox3D": "geometry_msgs/Pose center\ngeometry_msgs/Vector3 size",
+    "vision_msgs/msg/ObjectHypothesis": "string class_id\nfloat64 score",
+    "vision_msgs/msg/ObjectHypothesisWithPose": (
+        "vision_msgs/ObjectHypothesis hypothesis\ngeometry_msgs/PoseWithCovariance pose"
+    ),
+    "vision_msgs/msg/Detection2D": (
+        "std_msgs/Header header\nvision_msgs/ObjectHypothesisWithPose[] results\n"
+        "vision_msgs/BoundingBox2D bbox\nstring id"
+    ),
+    "vision_msgs/msg/Detection2DArray": "std_msgs/Header header\nvision_msgs/Detection2D[] detections",
+    "vision_msgs/msg/Detection3D": (
+        "std_msgs/Header header\nvision_msgs/ObjectHypothesisWithPose[] results\n"
+        "vision_msgs/BoundingBox3D bbox\nstring id"
+    ),
+    "vision_msgs/msg/Detection3DArray": "std_msgs/Header header\nvision_msgs/Detection3D[] detections",
+}
 
 
 def msg_type_name(name: str) -> str:
@@ -66,7 +88,7 @@ def message_definitions(msg_dir: Path | None = None) -> dict[str, str]:
 
 @cache
 def typestore(distro: str = "humble") -> Typestore:
-    """A typestore with the ROS 2 standard types of `distro` ("humble" or "jazzy") plus ours.
+    """A typestore with the ROS 2 standard types of `distro` ("humble" or "jazzy"), vision_msgs and ours.
 
     Cached: the same store object is returned for the same distro, so message classes compare equal.
     """
@@ -74,7 +96,7 @@ def typestore(distro: str = "humble") -> Typestore:
         raise ValueError(f"unknown ROS 2 distro {distro!r}; use one of {sorted(DISTROS)}")
     store = get_typestore(DISTROS[distro])
     types = {}
-    for name, text in message_definitions().items():
+    for name, text in {**VISION_MSGS, **message_definitions()}.items():
         types.update(get_types_from_msg(text, name))
     store.register(types)
     return store

@@ -27,6 +27,8 @@ class PromptRecord:
     iou: float | None = None  # chosen mask vs ground truth
     oracle_iou: float | None = None  # best of the 3 multimask outputs vs ground truth
     sam_iou: float | None = None  # chosen mask vs stock SAM's chosen mask (agreement)
+    depth_coverage: float | None = None  # share of the (eroded) mask with valid depth (with --depth-topic)
+    depth_points: int | None = None  # valid depth points of the object
 
 
 @dataclass
@@ -102,7 +104,24 @@ def summarize(frames: Sequence[FrameRecord], wall_s: float) -> dict:
         "iou": iou_summary(ious),
         "oracle_iou": iou_summary(oracle),
         "sam_agreement": iou_summary(agreement),
+        "depth": depth_summary(prompts),
         "timing": timing,
+    }
+
+
+def depth_summary(prompts: Sequence[PromptRecord]) -> dict:
+    """How well depth covered the objects: mean and median coverage, objects with no valid depth, points."""
+    lifted = [p for p in prompts if p.depth_coverage is not None]
+    if not lifted:
+        return {"count": 0}
+    coverage = np.array([p.depth_coverage for p in lifted])
+    points = np.array([p.depth_points for p in lifted])
+    return {
+        "count": len(lifted),
+        "mean_coverage": float(coverage.mean()),
+        "median_coverage": float(np.median(coverage)),
+        "objects_without_depth": int((points == 0).sum()),
+        "median_points": float(np.median(points)),
     }
 
 

@@ -160,6 +160,7 @@ def render_report(metrics: dict, plots: Sequence[str]) -> str:
         "",
         f"Mean predicted IoU (score): {_fmt(metrics['mean_score'])}.",
         "",
+        *_depth_lines(metrics["depth"]),
         "## Speed",
         "",
         "Predictor time only (image decoding and bag I/O excluded).",
@@ -193,8 +194,9 @@ def render_report(metrics: dict, plots: Sequence[str]) -> str:
         "",
         "## Replay",
         "",
-        "The results bag carries the node's topics (`/stt/segmentations`, `/stt/mask`) stamped with the",
-        "input images' headers. Play it beside the input (Jazzy and later take several `-i`):",
+        "The results bag carries the node's topics (`/stt/segmentations`, `/stt/mask`, `/stt/detections`, and",
+        "with depth `/stt/objects` and `/stt/points`) stamped with the input images' headers. Play it beside the",
+        "input (Jazzy and later take several `-i`):",
         "",
         "```",
         f"ros2 bag play -i {run['bag']} -i {run['results_bag']}",
@@ -202,6 +204,17 @@ def render_report(metrics: dict, plots: Sequence[str]) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def _depth_lines(depth: dict) -> list[str]:
+    if not depth.get("count"):
+        return []
+    return [
+        f"Depth (`{depth.get('topic', 'depth')}`): {depth['count']} objects lifted to 3-D, mean coverage "
+        f"{_fmt(depth['mean_coverage'])} of their (eroded) mask pixels (median {_fmt(depth['median_coverage'])}), "
+        f"median {depth['median_points']:.0f} points; {depth['objects_without_depth']} without any valid depth.",
+        "",
+    ]
 
 
 def write_report(out: Path, metrics: dict, frames: Sequence[FrameRecord]) -> Path:

@@ -23,7 +23,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "and PNG plots."
         ),
         epilog="Try it: stt make-sample-bag sample && stt eval-bag sample --image-topic /camera/image_raw "
-        "--prompt-topic /stt/prompts --gt-topic /camera/instances --compare-sam",
+        "--prompt-topic /stt/prompts --gt-topic /camera/instances --compare-sam --depth-topic "
+        "/camera/aligned_depth_to_color/image_raw --camera-info-topic /camera/camera_info",
     )
     parser.add_argument("bag", type=Path, help="bag directory, its metadata.yaml, or a .db3/.mcap file")
     parser.add_argument("--image-topic", required=True, help="sensor_msgs/Image or CompressedImage topic")
@@ -35,6 +36,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--gt-topic",
         help="mono8/mono16 instance images (0 = background) stamped like the images: IoU against ground "
         "truth, and one prompt per instance when no --prompt-topic is given",
+    )
+    parser.add_argument(
+        "--depth-topic",
+        help="depth aligned to the images (16UC1 mm or 32FC1 m, or compressedDepth): every mask is lifted to 3-D "
+        "as the node does; the results bag gets /stt/objects and /stt/points, the report each object's depth "
+        "coverage. Needs --camera-info-topic",
+    )
+    parser.add_argument("--camera-info-topic", help="the images' sensor_msgs/CameraInfo (its K lifts the depth)")
+    parser.add_argument(
+        "--depth-tolerance-ms", type=float, default=50.0, help="depth-to-frame stamp tolerance (default: %(default)s)"
     )
     parser.add_argument("--out", type=Path, default=Path("eval_out"), help="output directory (default: %(default)s)")
     parser.add_argument("--variant", choices=VARIANTS, default="reference", help="default: %(default)s")
@@ -69,6 +80,9 @@ def run(args: argparse.Namespace) -> int:
         out=args.out,
         prompt_topic=args.prompt_topic,
         gt_topic=args.gt_topic,
+        depth_topic=args.depth_topic,
+        camera_info_topic=args.camera_info_topic,
+        depth_tolerance_ns=round(args.depth_tolerance_ms * 1e6),
         limit=args.limit,
         progress=not args.no_progress,
         buffer=FrameBuffer(tolerance_ns=round(args.tolerance_ms * 1e6)),

@@ -39,9 +39,7 @@ class MessagePath:
     kit: MessageKit
     decode: Callable[[Any], np.ndarray]
     serialize: Callable[[Any], bytes]
-    image: Callable[..., Any]
     prompt: Callable[..., Any]
-    point: Callable[..., Any]
     header: Callable[[int], Any]
 
 
@@ -60,10 +58,7 @@ def rclpy_path() -> MessagePath | None:
     def header(stamp_ns: int) -> Any:
         return Header(stamp=Time(sec=stamp_ns // 10**9, nanosec=stamp_ns % 10**9), frame_id="camera")
 
-    return MessagePath(
-        "cv_bridge + rclpy", RCLPY_KIT, frame_to_rgb, serialize_message, RCLPY_KIT.image, PointPrompt,
-        RCLPY_KIT.point, header,
-    )  # fmt: skip
+    return MessagePath("cv_bridge + rclpy", RCLPY_KIT, frame_to_rgb, serialize_message, PointPrompt, header)
 
 
 def rosbags_path() -> MessagePath:
@@ -82,10 +77,7 @@ def rosbags_path() -> MessagePath:
         defaults = {"has_box": False, "box": np.zeros(4, np.float32), "track": False}
         return store.types[msg_type_name("PointPrompt")](**{**defaults, **fields})
 
-    return MessagePath(
-        "rosbags-image + rosbags (offline twin)", kit, message_to_rgb, serialize, kit.image, prompt, kit.point,
-        stamped_header,
-    )  # fmt: skip
+    return MessagePath("rosbags-image + rosbags (offline twin)", kit, message_to_rgb, serialize, prompt, stamped_header)
 
 
 @dataclass
@@ -159,17 +151,18 @@ def measure_node_overhead(
     masks = sorted(masks, key=lambda mask: -int(mask.sum()))[:prompts]
     points = [interior_point(mask) for mask in masks]
     bgr = np.ascontiguousarray(scene.image[:, :, ::-1])
+
+    def point(u: float, v: float) -> Any:
+        return path.kit.new("geometry_msgs/msg/Point", x=u, y=v, z=0.0)
+
     samples: dict[str, list[float]] = {step: [] for step in (*STEPS, TRACKING_STEP)}
     ids = RequestIds()
     for index in range(repeats + WARMUP):
         stamp = 1_700_000_000 * 10**9 + index * 100_000_000
         header = path.header(stamp)
-        image = path.image(
-            header=header, height=height, width=width, encoding="bgr8", is_bigendian=0, step=width * 3,
-            data=path.kit.pack_uint8(bgr),
-        )  # fmt: skip
+        image = image_message(path.kit, header, bgr, "bgr8")
         messages = [
-            path.prompt(header=header, id="", points=[path.point(x=u, y=v, z=0.0)], labels=path.kit.pack_uint8([1]))
+            path.prompt(header=header, id="", points=[point(u, v)], labels=path.kit.pack_uint8([1]))
             for u, v in (points[i % len(points)] for i in range(prompts))
         ]
         buffer = FrameBuffer(30, 100_000_000, 100)

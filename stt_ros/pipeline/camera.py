@@ -32,6 +32,26 @@ def quaternion_matrix(x: float, y: float, z: float, w: float) -> np.ndarray:
     )
 
 
+def matrix_quaternion(matrix: np.ndarray) -> tuple[float, float, float, float]:
+    """The (x, y, z, w) quaternion of a 3x3 rotation, w >= 0: the inverse of `quaternion_matrix`."""
+    m = np.asarray(matrix, dtype=np.float64)
+    # Shepperd: divide by the largest of the four squared components, the numerically safe one.
+    squares = np.array([1 + m[0, 0] - m[1, 1] - m[2, 2], 1 - m[0, 0] + m[1, 1] - m[2, 2],
+                        1 - m[0, 0] - m[1, 1] + m[2, 2], 1 + m[0, 0] + m[1, 1] + m[2, 2]])  # fmt: skip
+    i = int(np.argmax(squares))
+    s = 2.0 * np.sqrt(squares[i])
+    if i == 0:
+        q = (s / 4, (m[0, 1] + m[1, 0]) / s, (m[0, 2] + m[2, 0]) / s, (m[2, 1] - m[1, 2]) / s)
+    elif i == 1:
+        q = ((m[0, 1] + m[1, 0]) / s, s / 4, (m[1, 2] + m[2, 1]) / s, (m[0, 2] - m[2, 0]) / s)
+    elif i == 2:
+        q = ((m[0, 2] + m[2, 0]) / s, (m[1, 2] + m[2, 1]) / s, s / 4, (m[1, 0] - m[0, 1]) / s)
+    else:
+        q = ((m[2, 1] - m[1, 2]) / s, (m[0, 2] - m[2, 0]) / s, (m[1, 0] - m[0, 1]) / s, s / 4)
+    sign = -1.0 if q[3] < 0 else 1.0
+    return tuple(float(sign * c) for c in q)
+
+
 def apply_transform(
     point: Sequence[float], translation: Sequence[float], rotation: Sequence[float]
 ) -> np.ndarray:

@@ -24,7 +24,6 @@ _PIXEL_BYTES = {
     **{f"bayer_{pattern}{bits}": bits // 8 for bits in (8, 16) for pattern in ("rggb", "bggr", "gbrg", "grbg")},
 }  # fmt: skip
 SUPPORTED_ENCODINGS = tuple(_PIXEL_BYTES)
-MAX_LABELS = 255  # a mono8 label image holds 0 (background) + 255 segmentations
 # A decoded CompressedImage (OpenCV's layout) → the encoding it is, by (channels, dtype).
 _DECODED = {(1, "uint8"): "mono8", (1, "uint16"): "mono16", (3, "uint8"): "bgr8", (3, "uint16"): "bgr16",
             (4, "uint8"): "bgra8", (4, "uint16"): "bgra16"}  # fmt: skip
@@ -154,17 +153,18 @@ def message_to_rgb(msg: Any) -> np.ndarray:
 
 @dataclass(frozen=True)
 class MessageKit:
-    """The message classes results are built from, and how a uint8[] field wants its bytes.
+    """Where message classes come from, and how a uint8[] field wants its bytes.
 
-    rclpy wants `array.array('B')` (anything else is checked element by element), rosbags a numpy array.
+    The same builders serve the node (rclpy's generated classes; `array.array('B')` bytes, since rclpy checks
+    anything else element by element) and the offline tools (a rosbags typestore's dataclasses; numpy bytes).
+    rosbags dataclasses have no defaults, so builders give every field.
     """
 
-    image: Callable[..., Any]
-    region_of_interest: Callable[..., Any]
-    point: Callable[..., Any]
-    segmentation: Callable[..., Any]
-    segmentation_array: Callable[..., Any]
+    lookup: Callable[[str], Callable[..., Any]]  # full ROS type name, e.g. "sensor_msgs/msg/Image" → class
     pack_uint8: Callable[[np.ndarray], Any]
+
+    def new(self, typename: str, **fields: Any) -> Any:
+        return self.lookup(typename)(**fields)
 
     @classmethod
     def rosbags(cls, distro: str = "humble") -> MessageKit:
@@ -172,29 +172,23 @@ class MessageKit:
         from stt_ros.bag.messages import typestore
 
         types = typestore(distro).types
-        return cls(
-            image=types["sensor_msgs/msg/Image"],
-            region_of_interest=types["sensor_msgs/msg/RegionOfInterest"],
-            point=types["geometry_msgs/msg/Point"],
-            segmentation=types["stt_ros/msg/Segmentation"],
-            segmentation_array=types["stt_ros/msg/SegmentationArray"],
-            pack_uint8=lambda array: np.ascontiguousarray(array, dtype=np.uint8).reshape(-1),
-        )
+        return cls(types.__getitem__, lambda array: np.ascontiguousarray(array, dtype=np.uint8).reshape(-1))
 
 
 def image_message(kit: MessageKit, header: Any, pixels: np.ndarray, encoding: str) -> Any:
-    """A sensor_msgs/Image from an HxW (mono8) or HxWx3 (bgr8/rgb8) uint8 array, unpadded."""
-    pixels = np.ascontiguousarray(pixels, dtype=np.uint8)
+    """A sensor_msgs/Image from an HxW or HxWxC array of any dtype (mono8, bgr8, mono16, 32FC1, ...), unpadded
+    and little-endian."""
+    pixels = np.ascontiguousarray(pixels, dtype=np.asarray(pixels).dtype.newbyteorder("<"))
     height, width = pixels.shape[:2]
-    channels = 1 if pixels.ndim == 2 else pixels.shape[2]
-    return kit.image(
+    return kit.new(
+        "sensor_msgs/msg/Image",
         header=header,
         height=int(height),
         width=int(width),
         encoding=encoding,
         is_bigendian=0,
-        step=int(width * channels),
-        data=kit.pack_uint8(pixels),
+        step=int(pixels.nbytes // max(height, 1)),
+        data=kit.pack_uint8(pixels.view(np.uint8)),
     )
 
 
@@ -228,14 +222,17 @@ def segmentation_message(
 ) -> Any:
     """One stt_ros/Segmentation from a predictor result (`.mask`, `.score`, `.scores`, `.index`)."""
     (x, y, width, height), crop = crop or mask_crop(result.mask)
-    return kit.segmentation(
+    return kit.new(
+        "stt_ros/msg/Segmentation",
         prompt_id=str(prompt_id),
-        roi=kit.region_of_interest(x_offset=x, y_offset=y, height=height, width=width, do_rectify=False),
+        roi=kit.new(
+            "sensor_msgs/msg/RegionOfInterest", x_offset=x, y_offset=y, height=height, width=width, do_rectify=False
+        ),
         mask=image_message(kit, header, crop.astype(np.uint8) * 255, "mono8"),
         score=float(result.score),
         scores=np.asarray(result.scores, dtype=np.float32).reshape(3),
         index=int(result.index),
-        points=[kit.point(x=float(u), y=float(v), z=0.0) for u, v in points],
+        points=[kit.new("geometry_msgs/msg/Point", x=float(u), y=float(v), z=0.0) for u, v in points],
         labels=kit.pack_uint8(np.asarray(labels, dtype=np.uint8)),
         area=int(np.count_nonzero(crop)),
         tracked=bool(tracked),
@@ -245,7 +242,7 @@ def segmentation_message(
 
 def segmentation_array_message(kit: MessageKit, header: Any, segmentations: Sequence[Any]) -> Any:
     """The stt_ros/SegmentationArray for one image, carrying the image's header."""
-    return kit.segmentation_array(header=header, segmentations=list(segmentations))
+    return kit.new("stt_ros/msg/SegmentationArray", header=header, segmentations=list(segmentations))
 
 
 def frame_messages(
@@ -256,13 +253,15 @@ def frame_messages(
     results: Sequence[Any],
     tracked: Collection[str] = (),
     latency_ms: float = 0.0,
+    crops: Sequence[Crop] | None = None,
 ) -> tuple[Any, Any]:
     """One frame's outputs, as the node publishes them and the results bag stores them: the
     SegmentationArray and the mono8 label image (`shape` is the image's (height, width)).
 
-    Prompts whose id is in `tracked` came from the tracker, not from a new prompt.
+    Prompts whose id is in `tracked` came from the tracker, not from a new prompt; `crops`: the results'
+    `mask_crop`s, when already known.
     """
-    crops = [mask_crop(result.mask) for result in results]
+    crops = crops if crops is not None else [mask_crop(result.mask) for result in results]
     segmentations = [
         segmentation_message(
             kit, header, prompt.id, result, prompt.points, prompt.label_array(), prompt.id in tracked, latency_ms, crop
@@ -271,6 +270,101 @@ def frame_messages(
     ]
     labels = label_image([result.mask for result in results], *shape, crops)
     return segmentation_array_message(kit, header, segmentations), image_message(kit, header, labels, "mono8")
+
+
+# The objects' cloud: x, y, z (PointField FLOAT32 = 7) and the object's id, its index + 1 (UINT16 = 4).
+CLOUD_FIELDS = (("x", 0, 7), ("y", 4, 7), ("z", 8, 7), ("id", 12, 4))
+CLOUD_DTYPE = np.dtype({"names": ["x", "y", "z", "id"], "formats": ["<f4", "<f4", "<f4", "<u2"],
+                        "offsets": [0, 4, 8, 12], "itemsize": 14})  # fmt: skip
+
+
+def cloud_points(objects: Sequence[Any]) -> np.ndarray:
+    """Every object's points in one structured array (CLOUD_DTYPE), `id` = the object's index + 1."""
+    cloud = np.zeros(sum(len(obj.points) for obj in objects), dtype=CLOUD_DTYPE)
+    start = 0
+    for index, obj in enumerate(objects):
+        end = start + len(obj.points)
+        for axis, name in enumerate("xyz"):
+            cloud[name][start:end] = obj.points[:, axis]
+        cloud["id"][start:end] = index + 1
+        start = end
+    return cloud
+
+
+def point_cloud_message(kit: MessageKit, header: Any, cloud: np.ndarray) -> Any:
+    """A sensor_msgs/PointCloud2 of `cloud_points`, laid out as sensor_msgs_py's create_cloud lays it out
+    (the node uses that; rosbags has no such helper, and tests/ros checks the two agree byte for byte)."""
+    fields = [kit.new("sensor_msgs/msg/PointField", name=n, offset=o, datatype=d, count=1) for n, o, d in CLOUD_FIELDS]
+    return kit.new(
+        "sensor_msgs/msg/PointCloud2",
+        header=header,
+        height=1,
+        width=len(cloud),
+        fields=fields,
+        is_bigendian=False,
+        point_step=CLOUD_DTYPE.itemsize,
+        row_step=CLOUD_DTYPE.itemsize * len(cloud),
+        data=kit.pack_uint8(cloud.view(np.uint8)),
+        is_dense=True,
+    )
+
+
+def _hypotheses(kit: MessageKit, score: float, position: Sequence[float], orientation: Sequence[float]) -> list:
+    pose = kit.new(
+        "geometry_msgs/msg/PoseWithCovariance", pose=_pose(kit, position, orientation), covariance=np.zeros(36)
+    )
+    hypothesis = kit.new("vision_msgs/msg/ObjectHypothesis", class_id="", score=float(score))
+    return [kit.new("vision_msgs/msg/ObjectHypothesisWithPose", hypothesis=hypothesis, pose=pose)]
+
+
+def _pose(kit: MessageKit, position: Sequence[float], orientation: Sequence[float]) -> Any:
+    x, y, z = (float(c) for c in position)
+    qx, qy, qz, qw = (float(c) for c in orientation)
+    return kit.new(
+        "geometry_msgs/msg/Pose",
+        position=kit.new("geometry_msgs/msg/Point", x=x, y=y, z=z),
+        orientation=kit.new("geometry_msgs/msg/Quaternion", x=qx, y=qy, z=qz, w=qw),
+    )
+
+
+def detection2d_array_message(
+    kit: MessageKit, header: Any, ids: Sequence[str], scores: Sequence[float], crops: Sequence[Crop]
+) -> Any:
+    """vision_msgs/Detection2DArray: each non-empty mask's box, its predicted IoU as the score, the prompt id as
+    the detection id, so box consumers plug in."""
+    detections = []
+    for prompt_id, score, ((x, y, w, h), _) in zip(ids, scores, crops, strict=True):
+        if not w:
+            continue
+        centre = kit.new(
+            "vision_msgs/msg/Pose2D", position=kit.new("vision_msgs/msg/Point2D", x=x + w / 2, y=y + h / 2), theta=0.0
+        )
+        bbox = kit.new("vision_msgs/msg/BoundingBox2D", center=centre, size_x=float(w), size_y=float(h))
+        results = _hypotheses(kit, score, (x + w / 2, y + h / 2, 0.0), (0.0, 0.0, 0.0, 1.0))
+        detections.append(
+            kit.new("vision_msgs/msg/Detection2D", header=header, results=results, bbox=bbox, id=str(prompt_id))
+        )
+    return kit.new("vision_msgs/msg/Detection2DArray", header=header, detections=detections)
+
+
+def detection3d_array_message(
+    kit: MessageKit, header: Any, ids: Sequence[str], scores: Sequence[float], objects: Sequence[Any]
+) -> Any:
+    """vision_msgs/Detection3DArray: each lifted object's oriented box (centre, orientation, size) and, as its
+    hypothesis' pose, the robust centroid; predicted IoU as the score, the prompt id as the detection id."""
+    detections = []
+    for prompt_id, score, obj in zip(ids, scores, objects, strict=True):
+        sx, sy, sz = (float(c) for c in obj.size)
+        bbox = kit.new(
+            "vision_msgs/msg/BoundingBox3D",
+            center=_pose(kit, obj.center, obj.orientation),
+            size=kit.new("geometry_msgs/msg/Vector3", x=sx, y=sy, z=sz),
+        )
+        results = _hypotheses(kit, score, obj.centroid, obj.orientation)
+        detections.append(
+            kit.new("vision_msgs/msg/Detection3D", header=header, results=results, bbox=bbox, id=str(prompt_id))
+        )
+    return kit.new("vision_msgs/msg/Detection3DArray", header=header, detections=detections)
 
 
 def segmentation_to_mask(segmentation: Any, height: int, width: int) -> np.ndarray:
@@ -292,15 +386,21 @@ def segmentation_to_mask(segmentation: Any, height: int, width: int) -> np.ndarr
 
 
 def label_image(
-    masks: Sequence[np.ndarray], height: int, width: int, crops: Sequence[Crop] | None = None
+    masks: Sequence[np.ndarray],
+    height: int,
+    width: int,
+    crops: Sequence[Crop] | None = None,
+    dtype: type = np.uint8,
 ) -> np.ndarray:
-    """mono8 labels: 0 background, i+1 where the i-th mask is set (later masks win overlaps).
+    """Labels: 0 background, i+1 where the i-th mask is set (later masks win overlaps); mono8 (`~/mask`,
+    255 masks at most) or np.uint16 for mono16 instance ids (`~/instances`).
 
     `crops`: the masks' `mask_crop`s, when already known.
     """
-    if len(masks) > MAX_LABELS:
-        raise ValueError(f"{len(masks)} masks do not fit a mono8 label image (at most {MAX_LABELS})")
-    labels = np.zeros((height, width), dtype=np.uint8)
+    if len(masks) > np.iinfo(dtype).max:
+        kind = "a mono8 label image" if dtype == np.uint8 else f"{np.dtype(dtype).name} labels"
+        raise ValueError(f"{len(masks)} masks do not fit {kind} (at most {np.iinfo(dtype).max})")
+    labels = np.zeros((height, width), dtype=dtype)
     for i, ((x, y, w, h), crop) in enumerate(crops if crops is not None else map(mask_crop, masks)):
         labels[y : y + h, x : x + w][crop] = i + 1
     return labels

@@ -17,6 +17,7 @@ from stt_ros.pipeline.camera import CAMERA_MODELS
 from stt_ros.pipeline.detections import DETECTION_MODES
 
 IMAGE_TRANSPORTS = ("raw", "compressed")
+DEPTH_MODES = ("off", "on")
 IMAGE_QOS = ("sensor_data", "reliable")
 RANDOM_CHECKPOINT = "random"
 
@@ -66,6 +67,18 @@ PARAMETERS = (
     Parameter("track_clicks", True, "start a track for every click (image_mouse_left, clicked_point)"),
     Parameter("camera_model", "rectified", "project clicked_point with P (rectified) or K + D (raw)"),
     Parameter("tf_timeout", 0.1, "seconds to wait for the clicked_point transform"),
+    Parameter(
+        "depth_mode",
+        "off",
+        "off, or on: lift masks to 3-D with `depth` (16UC1 mm or 32FC1 m) and `depth_camera_info`",
+    ),
+    Parameter("depth_transport", "raw", "raw (sensor_msgs/Image on depth) or compressed (compressedDepth)"),
+    Parameter("depth_tolerance", 0.05, "seconds: farthest a depth image's stamp may be from its colour frame's"),
+    Parameter("depth_min", 0.1, "metres: nearer depth is no measurement"),
+    Parameter("depth_max", 10.0, "metres: farther depth is no measurement"),
+    Parameter("depth_erosion", 2, "pixels taken off each mask's edge before lifting (flying pixels)"),
+    Parameter("min_object_points", 20, "objects with fewer valid depth points are left out of ~/objects, ~/points"),
+    Parameter("target_frame", "", "tf frame of ~/objects and ~/points; empty: the camera's optical frame"),
     Parameter("max_tracks", 8, "tracks kept at once; starting one more ends the oldest"),
     Parameter("track_min_score", 0.5, "a track ends when its predicted IoU falls below this"),
     Parameter("track_min_area", 16, "a track ends when its mask has fewer pixels than this"),
@@ -107,12 +120,18 @@ class NodeConfig:
         _choice(values, "image_qos", IMAGE_QOS)
         _choice(values, "detection_prompt_mode", DETECTION_MODES)
         _choice(values, "camera_model", CAMERA_MODELS)
+        _choice(values, "depth_mode", DEPTH_MODES)
+        _choice(values, "depth_transport", IMAGE_TRANSPORTS)
         for name in ("frame_buffer_size", "max_pending_prompts", "max_queued_frames", "max_tracks"):
             _positive(values, name)
-        for name in ("stock_sam_crossover", "track_min_area"):
+        for name in ("stock_sam_crossover", "track_min_area", "depth_erosion", "min_object_points"):
             _positive(values, name, allow_zero=True)
-        for name in ("prompt_tolerance", "tf_timeout"):
+        for name in ("prompt_tolerance", "tf_timeout", "depth_tolerance", "depth_min"):
             _positive(values, name, float, allow_zero=True)
+        if not float(values["depth_min"]) < float(values["depth_max"]):
+            raise ValueError(
+                f"parameter depth_max ({values['depth_max']}) must be greater than depth_min ({values['depth_min']})"
+            )
         checkpoint = str(values["checkpoint"])
         if values["variant"] != "reference" and not checkpoint:
             raise ValueError(

@@ -7,15 +7,15 @@ offline tools convert with rosbags-image, which agrees pixel for pixel (tests/ro
 from __future__ import annotations
 
 import array
+import importlib
+from functools import cache
 from typing import Any
 
 import numpy as np
 from cv_bridge import CvBridge, CvBridgeError
 from cv_bridge.boost.cv_bridge_boost import cvtColor2
-from geometry_msgs.msg import Point
-from sensor_msgs.msg import Image, RegionOfInterest
+from sensor_msgs.msg import Image
 
-from stt_ros.msg import Segmentation, SegmentationArray
 from stt_ros.pipeline.conversions import MessageKit, decoded_encoding, image_problem, pixel_rows
 
 _BRIDGE = CvBridge()
@@ -26,7 +26,14 @@ def _pack_uint8(values: np.ndarray) -> array.array:
     return array.array("B", np.ascontiguousarray(values, dtype=np.uint8).tobytes())
 
 
-RCLPY_KIT = MessageKit(Image, RegionOfInterest, Point, Segmentation, SegmentationArray, _pack_uint8)
+@cache
+def _rclpy_class(typename: str) -> type:
+    """"sensor_msgs/msg/Image" → sensor_msgs.msg.Image, from the generated Python packages."""
+    package, _, name = typename.split("/")
+    return getattr(importlib.import_module(f"{package}.msg"), name)
+
+
+RCLPY_KIT = MessageKit(_rclpy_class, _pack_uint8)
 
 
 def frame_to_rgb(msg: Any) -> np.ndarray:

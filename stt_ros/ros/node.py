@@ -13,6 +13,7 @@ import time
 from collections import defaultdict
 from typing import Any
 
+import numpy as np
 import rclpy
 from diagnostic_msgs.msg import DiagnosticStatus
 from diagnostic_updater import DiagnosticStatusWrapper, Updater
@@ -23,15 +24,36 @@ from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from rclpy.time import Time
-from sensor_msgs.msg import CameraInfo, CompressedImage, Image
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2, PointField
+from sensor_msgs_py import point_cloud2
 from tf2_ros import Buffer, TransformException, TransformListener
-from vision_msgs.msg import Detection2DArray
+from vision_msgs.msg import Detection2DArray, Detection3DArray
 
 from stt_ros.msg import PointPrompt, SegmentationArray
 from stt_ros.pipeline.binding import Frame, FrameBuffer, Request, RequestIds, request_from_message, stamp_to_ns
 from stt_ros.pipeline.camera import apply_transform, project_point, transform_fields
-from stt_ros.pipeline.conversions import frame_messages, image_message, image_problem, overlay_image
+from stt_ros.pipeline.conversions import (
+    CLOUD_DTYPE,
+    CLOUD_FIELDS,
+    cloud_points,
+    detection2d_array_message,
+    detection3d_array_message,
+    frame_messages,
+    image_message,
+    image_problem,
+    label_image,
+    mask_crop,
+    overlay_image,
+)
 from stt_ros.pipeline.detections import detection_prompts
+from stt_ros.pipeline.lifting import (
+    DepthFrames,
+    Intrinsics,
+    LiftSettings,
+    depth_from_message,
+    depth_problem,
+    lift_frame,
+)
 from stt_ros.pipeline.parameters import PARAMETERS, NodeConfig, load_predictors
 from stt_ros.pipeline.scheduler import FrameOutput, FrameProcessor, Job, Worker, WorkQueue
 from stt_ros.pipeline.tracking import Tracker
@@ -60,6 +82,7 @@ class SttNode(LifecycleNode):
         self.predictor = self.stock = None
         self.worker: Worker | None = None
         self.camera_info: CameraInfo | None = None
+        self.depth_info: CameraInfo | None = None
         self._outputs: list[Any] = []
         self._inputs: list[Any] = []
         self._ticks: list[Any] = []
@@ -127,7 +150,19 @@ class SttNode(LifecycleNode):
         self.pub_segmentations = self.create_lifecycle_publisher(SegmentationArray, "~/segmentations", 10)
         self.pub_mask = self.create_lifecycle_publisher(Image, "~/mask", 10)
         self.pub_overlay = self.create_lifecycle_publisher(Image, "~/overlay", 10)
-        self._outputs = [self.pub_segmentations, self.pub_mask, self.pub_overlay]
+        self.pub_detections = self.create_lifecycle_publisher(Detection2DArray, "~/detections", 10)
+        self.pub_instances = self.create_lifecycle_publisher(Image, "~/instances", 10)
+        self.pub_objects = self.create_lifecycle_publisher(Detection3DArray, "~/objects", 10)
+        self.pub_points = self.create_lifecycle_publisher(PointCloud2, "~/points", 10)
+        self.pub_masked_depth = self.create_lifecycle_publisher(Image, "~/masked_depth", 10)
+        self._outputs = [
+            self.pub_segmentations, self.pub_mask, self.pub_overlay, self.pub_detections, self.pub_instances,
+            self.pub_objects, self.pub_points, self.pub_masked_depth,
+        ]  # fmt: skip
+        self.depth_frames = DepthFrames(config.frame_buffer_size, round(float(config.depth_tolerance) * 1e9))
+        self.lift_settings = LiftSettings(
+            int(config.depth_erosion), (float(config.depth_min), float(config.depth_max)), int(config.min_object_points)
+        )
         self.diagnostics.setHardwareID(str(self.predictor.device))
         self.tf_buffer = Buffer()
         # The listener's subscriptions sit in their own reentrant group: with the multi-threaded executor
@@ -154,6 +189,19 @@ class SttNode(LifecycleNode):
             self.create_subscription(PointStamped, "clicked_point", self.on_clicked_point, 10),
             self.create_subscription(Detection2DArray, "detections", self.on_detections, 10),
         ]
+        if config.depth_mode == "on":
+            compressed = config.depth_transport == "compressed"
+            depth = self.create_subscription(
+                CompressedImage if compressed else Image,
+                "depth/compressed" if compressed else "depth",
+                self.on_depth,
+                image_qos,
+            )
+            self._depth_topic = depth.topic_name
+            self._inputs += [
+                depth,
+                self.create_subscription(CameraInfo, "depth_camera_info", self.on_depth_info, image_qos),
+            ]
         self._ticks = [self.create_timer(EXPIRE_PERIOD_S, self.on_expire)]
         self.worker = Worker(self.queue, self.processor, self.on_output, self.on_error)
         self.worker.start()
@@ -190,6 +238,7 @@ class SttNode(LifecycleNode):
             self.queue = WorkQueue(self.config.max_queued_frames)  # a closed queue takes nothing
             self.buffer.clear()
             self.tracker.clear()
+            self.depth_frames.clear()
 
     def _release_models(self) -> None:
         """Drop the model and hand its GPU memory back (cleanup / shutdown / failed configure)."""
@@ -215,6 +264,17 @@ class SttNode(LifecycleNode):
 
     def on_camera_info(self, msg: CameraInfo) -> None:
         self.camera_info = msg
+
+    def on_depth_info(self, msg: CameraInfo) -> None:
+        self.depth_info = msg
+
+    def on_depth(self, msg: Any) -> None:
+        problem = depth_problem(msg)  # every depth frame, as for colour frames
+        if problem:
+            self._warn("bad_depth", f"depth image on {self._depth_topic} ignored: {problem}")
+            return
+        self.counts["depth_frames"] += 1
+        self.depth_frames.add(stamp_to_ns(msg.header.stamp), msg)
 
     def on_image(self, msg: Any) -> None:
         problem = image_problem(msg)  # every frame, so a bad stream is reported before anyone clicks
@@ -325,19 +385,93 @@ class SttNode(LifecycleNode):
         prompts = [item.prompt for item in output.items]
         results = [item.result for item in output.items]
         tracked = {item.prompt_id for item in output.items if item.tracked}
+        crops = [mask_crop(result.mask) for result in results]
+        shape = output.rgb.shape[:2]
         segmentations, labels = frame_messages(
-            RCLPY_KIT, header, output.rgb.shape[:2], prompts, results, tracked, output.latency_ms
+            RCLPY_KIT, header, shape, prompts, results, tracked, output.latency_ms, crops
         )
         self.pub_segmentations.publish(segmentations)
         self.pub_mask.publish(labels)
-        if self.pub_overlay.get_subscription_count() > 0:
-            masks, points = [result.mask for result in results], [prompt.points for prompt in prompts]
+        masks, ids = [result.mask for result in results], [prompt.id for prompt in prompts]
+        scores = [float(result.score) for result in results]
+        if _subscribed(self.pub_overlay):
+            points = [prompt.points for prompt in prompts]
             self.pub_overlay.publish(
                 image_message(RCLPY_KIT, header, overlay_image(output.rgb, masks, points), "bgr8")
             )
             self.counts["overlays"] += 1
+        if _subscribed(self.pub_detections):
+            self.pub_detections.publish(detection2d_array_message(RCLPY_KIT, header, ids, scores, crops))
+        if _subscribed(self.pub_instances):
+            instances = label_image(masks, *shape, crops, dtype=np.uint16)
+            self.pub_instances.publish(image_message(RCLPY_KIT, header, instances, "mono16"))
+        if self.config.depth_mode == "on" and any(
+            map(_subscribed, (self.pub_objects, self.pub_points, self.pub_masked_depth))
+        ):
+            self._publish_3d(header, output.frame.stamp_ns, shape, masks, crops, ids, scores)
         self.counts["results"] += len(output.items)
         self.counts["stock_sam_frames"] += int(output.stock)
+
+    def _publish_3d(
+        self, header: Any, stamp_ns: int, shape: tuple[int, int], masks: list, crops: list, ids: list, scores: list
+    ) -> None:
+        """~/objects, ~/points and ~/masked_depth of one frame; a problem skips them (warned, counted), never
+        the 2-D outputs."""
+        depth_msg = self.depth_frames.nearest(stamp_ns)
+        if depth_msg is None:
+            self._warn(
+                "frames_without_depth",
+                f"no depth image within depth_tolerance ({self.config.depth_tolerance} s) of the frame at "
+                f"{stamp_ns / 1e9:.3f} s: is `depth` published and stamped like the colour image?",
+            )
+            return
+        try:
+            colour = Intrinsics.from_camera_info(self.camera_info) if self.camera_info else None
+            depth_camera = Intrinsics.from_camera_info(self.depth_info) if self.depth_info else None
+            depth = depth_from_message(depth_msg)
+            lifted = lift_frame(depth, shape, crops, colour, depth_camera, self.lift_settings, self._depth_to_colour())
+        except (ValueError, TransformException) as error:
+            self._warn("bad_depth", f"depth at {stamp_ns / 1e9:.3f} s not lifted: {error}")
+            return
+        if lifted.too_few:
+            self._warn(
+                "objects_without_depth",
+                f"{', '.join(repr(ids[i]) for i in lifted.too_few)}: fewer than min_object_points "
+                f"({self.config.min_object_points}) valid depth points; left out of ~/objects and ~/points",
+            )
+        if lifted.aligned and _subscribed(self.pub_masked_depth):
+            keep = label_image(masks, *shape, crops) > 0
+            self.pub_masked_depth.publish(
+                image_message(RCLPY_KIT, depth_msg.header, np.where(keep, depth.pixels, 0), depth.encoding)
+            )
+        # Aligned depth is in its own optical frame; reprojected depth is in the colour camera's.
+        frame_id = depth_msg.header.frame_id if lifted.aligned else self.camera_info.header.frame_id
+        objects, target = lifted.objects, str(self.config.target_frame) or frame_id
+        if target != frame_id:
+            try:
+                transform = self.tf_buffer.lookup_transform(
+                    target, frame_id, Time.from_msg(header.stamp), Duration(seconds=float(self.config.tf_timeout))
+                )
+            except TransformException as error:
+                self._warn("tf_failures", f"no transform {frame_id!r} -> target_frame {target!r}: {error}")
+                return
+            objects = [obj.transformed(*transform_fields(transform)) for obj in objects]
+        out_header = type(header)(stamp=header.stamp, frame_id=target)
+        kept_ids, kept_scores = [ids[i] for i in lifted.kept], [scores[i] for i in lifted.kept]
+        self.pub_objects.publish(detection3d_array_message(RCLPY_KIT, out_header, kept_ids, kept_scores, objects))
+        if _subscribed(self.pub_points):
+            fields = [PointField(name=n, offset=o, datatype=d, count=1) for n, o, d in CLOUD_FIELDS]
+            cloud = cloud_points(objects)
+            self.pub_points.publish(point_cloud2.create_cloud(out_header, fields, cloud, CLOUD_DTYPE.itemsize))
+
+    def _depth_to_colour(self) -> tuple | None:
+        """The transform from the depth camera's optical frame to the colour one's, when they differ."""
+        if self.depth_info is None or self.camera_info is None:
+            return None
+        source, target = self.depth_info.header.frame_id, self.camera_info.header.frame_id
+        if not source or not target or source == target:
+            return None
+        return transform_fields(self.tf_buffer.lookup_transform(target, source, Time()))
 
     def on_diagnostics(self, status: DiagnosticStatusWrapper) -> DiagnosticStatusWrapper:
         """Latency percentiles, rates, drops and every counter; or why the node is not segmenting."""
@@ -365,7 +499,10 @@ class SttNode(LifecycleNode):
         }
         for key, value in values.items():
             status.add(key, str(value))
-        problems = ("bad_images", "bad_prompts", "bad_points", "bad_detections", "failed_frames", "unbound_prompts")
+        problems = (
+            "bad_images", "bad_prompts", "bad_points", "bad_detections", "failed_frames", "unbound_prompts",
+            "bad_depth", "frames_without_depth", "objects_without_depth", "tf_failures",
+        )  # fmt: skip
         dropped = queue.dropped_jobs + binding.too_old + binding.no_frame_near + self.counts["failed_frames"]
         rejected = sum(self.counts[name] for name in problems)
         message = f"p50 {latency['p50_ms']:.1f} ms, p99 {latency['p99_ms']:.1f} ms, {latency['rate_hz']:.1f} Hz"
@@ -373,6 +510,10 @@ class SttNode(LifecycleNode):
         message += f", {rejected} inputs rejected" if rejected else ""
         status.summary(DiagnosticStatus.WARN if dropped or rejected else DiagnosticStatus.OK, message)
         return status
+
+
+def _subscribed(publisher: Any) -> bool:
+    return publisher.get_subscription_count() > 0
 
 
 def main(args: list[str] | None = None) -> int:

@@ -13,7 +13,7 @@ from stt_ros.bag.evaluate import EvalOptions, run_evaluation
 from stt_ros.bag.reader import Bag, BagError
 from stt_ros.bag.sample import GT_TOPIC, PROMPT_TOPIC, stamped_header, write_sample_bag
 from stt_ros.bag.writer import BagWriter
-from stt_ros.pipeline.conversions import MessageKit
+from stt_ros.pipeline.conversions import MessageKit, image_message
 
 from .conftest import FRAMES, copy_bag
 
@@ -110,15 +110,7 @@ def test_empty_bag(tmp_path, predictors):
 def test_unsupported_encoding_names_topic(tmp_path, predictors):
     kit = MessageKit.rosbags()
     with BagWriter(tmp_path / "depth") as bag:
-        depth = kit.image(
-            header=stamped_header(1),
-            height=4,
-            width=4,
-            encoding="32FC1",
-            is_bigendian=0,
-            step=16,
-            data=np.zeros(64, np.uint8),
-        )
+        depth = image_message(kit, stamped_header(1), np.zeros((4, 4), np.float32), "32FC1")
         bag.write("/camera/depth", depth, 1)
         bag.write(GT_TOPIC, depth, 1)
     with pytest.raises(BagError, match=r"image topic /camera/depth: encoding '32FC1' is not supported"):

@@ -11,9 +11,16 @@ import pytest
 from stt_ros.bag.evaluate import EvalOptions, gt_instance, gt_prompts, instances_from_message, run_evaluation
 from stt_ros.bag.reader import Bag, Message
 from stt_ros.bag.results import MASK_TOPIC, SEGMENTATIONS_TOPIC
-from stt_ros.bag.sample import GT_TOPIC, IMAGE_TOPICS, PROMPT_TOPIC, instance_message
+from stt_ros.bag.sample import GT_TOPIC, IMAGE_TOPICS, PROMPT_TOPIC
 from stt_ros.pipeline.binding import stamp_to_ns
-from stt_ros.pipeline.conversions import MessageKit, image_to_rgb, label_image, message_to_rgb, segmentation_to_mask
+from stt_ros.pipeline.conversions import (
+    MessageKit,
+    image_message,
+    image_to_rgb,
+    label_image,
+    message_to_rgb,
+    segmentation_to_mask,
+)
 from stt_ros.prompts import Prompt
 
 from .conftest import FRAMES, HEIGHT, WIDTH
@@ -104,7 +111,7 @@ def test_ground_truth_helpers():
     instances = np.zeros((20, 30), np.uint16)
     instances[2:10, 3:12] = 1
     instances[12:19, 15:28] = 300
-    msg = instance_message(MessageKit.rosbags(), None, instances)
+    msg = image_message(MessageKit.rosbags(), None, instances, "mono16")
     np.testing.assert_array_equal(instances_from_message(msg), instances)
     prompts = gt_prompts(instances)
     assert [p.id for p in prompts] == ["gt1", "gt300"]

@@ -26,12 +26,14 @@ from rclpy.executors import SingleThreadedExecutor
 from rclpy.qos import qos_profile_sensor_data
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 
+from stt_ros.bag.sample import scene_depth
 from stt_ros.evaluation.scenes import generate_scene
 from stt_ros.pipeline.conversions import segmentation_to_mask
 
 # A scene the shipped reference model segments: objects 2 and 3 of seed 1 (640x480), with the points the
 # single-point protocol clicks (their interior points) and their boxes.
 SCENE = generate_scene(1, 640, 480)
+DEPTH_MM = scene_depth(SCENE.instances)  # the sample bag's geometry: object 3 a flat box top 1.3 m away
 OBJECTS = {2: (534.0, 346.0), 3: (141.0, 307.0)}
 CAMERA_FRAME = "camera_optical"
 FX = FY = 500.0
@@ -85,6 +87,14 @@ def jpeg_message(stamp: Any) -> CompressedImage:
     msg = CompressedImage(format="bgr8; jpeg compressed bgr8")
     msg.header.stamp, msg.header.frame_id = stamp, CAMERA_FRAME
     msg.data = data.tobytes()
+    return msg
+
+
+def depth_message(stamp: Any, millimetres: np.ndarray = DEPTH_MM, encoding: str = "16UC1") -> Image:
+    msg = Image(height=millimetres.shape[0], width=millimetres.shape[1], encoding=encoding)
+    msg.step = millimetres.shape[1] * millimetres.itemsize
+    msg.header.stamp, msg.header.frame_id = stamp, CAMERA_FRAME
+    msg.data = np.ascontiguousarray(millimetres, dtype="<u2").tobytes()
     return msg
 
 

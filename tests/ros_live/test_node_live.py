@@ -23,10 +23,11 @@ from geometry_msgs.msg import Point, PointStamped, TransformStamped
 from launch import LaunchDescription
 from lifecycle_msgs.msg import Transition
 from rcl_interfaces.msg import Log
-from sensor_msgs.msg import CameraInfo, CompressedImage, Image
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
+from sensor_msgs_py import point_cloud2
 from stt_ros.msg import PointPrompt, SegmentationArray
 from tf2_ros import StaticTransformBroadcaster
-from vision_msgs.msg import Detection2D, Detection2DArray
+from vision_msgs.msg import Detection2D, Detection2DArray, Detection3DArray
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import live
@@ -38,13 +39,15 @@ CAMERA_IN_WORLD = (0.3, -0.2, 1.0)
 
 @pytest.mark.launch_test
 def generate_test_description() -> LaunchDescription:
-    common = {"variant": "reference", "device": "auto", "frame_buffer_size": 60, "prompt_tolerance": 0.2}
+    common = {
+        "variant": "reference", "device": "auto", "frame_buffer_size": 60, "prompt_tolerance": 0.2, "depth_mode": "on",
+    }  # fmt: skip
     return LaunchDescription(
         [
-            live.include_stt(NODE, live.params_file(**common)),
+            live.include_stt(NODE, live.params_file(**common, target_frame="world"), depth_camera_info="/camera_info"),
             live.include_stt(
                 JPEG,
-                live.params_file(**common, image_transport="compressed"),
+                live.params_file(**common, image_transport="compressed", target_frame="nowhere"),
                 image="/camera_jpeg/image",
                 image_mouse_left="/camera_jpeg/click",
                 prompts="/camera_jpeg/prompts",
@@ -76,6 +79,8 @@ class TestNodeLive(unittest.TestCase):
         cls.images = h.publisher(Image, "/image", live.SENSOR_QOS)
         infos = h.publisher(CameraInfo, "/camera_info", live.SENSOR_QOS)
         jpegs = h.publisher(CompressedImage, "/camera_jpeg/image/compressed", live.SENSOR_QOS)
+        cls.depths = h.publisher(Image, "/depth", live.SENSOR_QOS)
+        cls.depth_mm = live.DEPTH_MM  # what the depth camera sees; a test swaps it for a while
         cls.clicks = h.publisher(Point, "/image_mouse_left")
         cls.prompts = h.publisher(PointPrompt, "/prompts")
         cls.detections = h.publisher(Detection2DArray, "/detections")
@@ -88,6 +93,7 @@ class TestNodeLive(unittest.TestCase):
             cls.images.publish(live.image_message(stamp))
             infos.publish(live.camera_info(stamp))
             jpegs.publish(live.jpeg_message(stamp))
+            cls.depths.publish(live.depth_message(stamp, cls.depth_mm))
 
         h.stream(camera)
         transform = TransformStamped()
@@ -257,6 +263,87 @@ class TestNodeLive(unittest.TestCase):
         self.assertGreater(float(values["p50_ms"]), 0.0)
         self.assertIn("p50", message)
         print(f"\nstt_node /diagnostics: {message}; p90 {values['p90_ms']} ms, results {values['results']}")
+
+    def test_10a_grasp_outputs_lift_the_mask_to_3d_in_the_target_frame(self):
+        detections = self.h.record(Detection2DArray, f"/{NODE}/detections")
+        instances = self.h.record(Image, f"/{NODE}/instances")
+        objects = self.h.record(Detection3DArray, f"/{NODE}/objects")
+        clouds = self.h.record(PointCloud2, f"/{NODE}/points")
+        masked = self.h.record(Image, f"/{NODE}/masked_depth")
+        time.sleep(1.0)  # discovery: the node computes these only for subscribers
+        u, v = live.OBJECTS[3]
+        prompt = PointPrompt(id="grasp", points=[Point(x=u, y=v)])
+        prompt.header.stamp = self.stamps[-1]
+        self.prompts.publish(prompt)
+        array, segmentation = self.segmentation("grasp")
+        stamp = array.header.stamp
+        index = [s.prompt_id for s in array.segmentations].index("grasp")
+        # A frame can have two outputs (its tracks ran before the prompt arrived): every topic gets one per output.
+        nth = [a for a in self.h.messages(f"/{NODE}/segmentations") if a.header.stamp == stamp].index(array)
+
+        def of_this_frame(messages):
+            def found():
+                same = [m for m in list(messages) if m.header.stamp == stamp]
+                return same[nth] if len(same) > nth else None
+
+            return self.h.wait_for(found, 20.0)
+
+        boxes = of_this_frame(detections)
+        box = next(d for d in boxes.detections if d.id == "grasp")
+        roi = segmentation.roi
+        self.assertEqual((box.bbox.size_x, box.bbox.size_y), (roi.width, roi.height))
+        self.assertAlmostEqual(box.results[0].hypothesis.score, segmentation.score, places=5)
+        ids = of_this_frame(instances)
+        self.assertEqual(ids.encoding, "mono16")
+        id_image = np.frombuffer(bytes(ids.data), "<u2").reshape(480, 640)
+        mask = live.mask_of(segmentation)  # later segmentations (tracks) win where masks overlap
+        self.assertFalse(((id_image == index + 1) & ~mask).any())
+        self.assertTrue((id_image[mask] > 0).all())
+
+        world = of_this_frame(objects)
+        self.assertEqual(world.header.frame_id, "world")
+        obj = next(d for d in world.detections if d.id == "grasp")
+        top = live.DEPTH_MM[live.object_mask(3)].astype(float)
+        top_m = float(np.median(top[top > 0])) / 1000  # the flat box's top: 1.3 m from the camera
+        centroid = obj.results[0].pose.pose.position
+        self.assertAlmostEqual(centroid.z, top_m + CAMERA_IN_WORLD[2], delta=0.01 * top_m)  # camera -> world
+        self.assertLess(obj.bbox.size.z, 0.02)  # a flat top
+        cloud = of_this_frame(clouds)
+        self.assertEqual(cloud.header.frame_id, "world")
+        points = point_cloud2.read_points(cloud, field_names=("z", "id"))  # a structured array, as consumers read it
+        mine = points[points["id"] == [d.id for d in world.detections].index("grasp") + 1]
+        self.assertGreater(len(mine), 100)
+        self.assertAlmostEqual(float(np.median(mine["z"])), centroid.z, places=3)
+        depth = of_this_frame(masked)
+        kept = np.frombuffer(bytes(depth.data), "<u2").reshape(480, 640)
+        self.assertEqual(depth.encoding, "16UC1")
+        self.assertTrue((kept[id_image == 0] == 0).all())
+        np.testing.assert_array_equal(kept[id_image > 0], live.DEPTH_MM[id_image > 0])
+        for topic in ("detections", "instances", "objects", "points", "masked_depth"):
+            self.h.stop_recording(f"/{NODE}/{topic}")
+
+    def test_10b_unusable_depth_is_warned_counted_and_the_2d_outputs_stay(self):
+        objects = self.h.record(Detection3DArray, f"/{NODE}/objects")
+        self.h.record(Detection3DArray, f"/{JPEG}/objects")
+        time.sleep(1.0)
+        bad, without = self.counter("bad_depth"), self.counter("objects_without_depth")
+        weird = live.depth_message(self.h.now())
+        weird.encoding = "rgb8"
+        self.depths.publish(weird)
+        self.assertTrue(self.h.wait_for(lambda: self.counter("bad_depth") > bad, 10.0))
+        type(self).depth_mm = np.zeros_like(live.DEPTH_MM)  # the sensor sees nothing for a while
+        time.sleep(0.5)
+        self.click_answers(*live.OBJECTS[2])  # the 2-D outputs are still published
+        self.assertTrue(self.h.wait_for(lambda: self.counter("objects_without_depth") > without, 10.0))
+        type(self).depth_mm = live.DEPTH_MM
+        # The JPEG node's target_frame has no transform: its 2-D results still come, its 3-D ones do not.
+        self.jpeg_clicks.publish(Point(x=live.OBJECTS[3][0], y=live.OBJECTS[3][1]))
+        self.assertTrue(self.h.wait_for(lambda: self.counter("tf_failures", JPEG) > 0, 20.0))
+        self.assertFalse(self.h.messages(f"/{JPEG}/objects"))
+        logs = " | ".join(self.h.logs(NODE) + self.h.logs(JPEG))
+        for expected in ("depth encoding 'rgb8' is not supported", "fewer than min_object_points", "'nowhere'"):
+            self.assertIn(expected, logs)
+        self.assertTrue(objects)  # the main node's objects went on before and after
 
     # -- bad input --------------------------------------------------------------------------------
 
