@@ -1,8 +1,9 @@
 """What the node adds to the model's latency per frame, the model itself left out.
 
 Steps, as the node runs them: the header check and stamp binding of the frame and its prompts (executor
-thread), decoding, the prompts' validation and tracks, the result messages (SegmentationArray and mono8
-label image) and the overlay (drawn only while someone subscribes). Under a ROS 2 Python (rclpy and
+thread), decoding, the prompts' validation, the result messages (SegmentationArray and mono8 label image) and
+the overlay (drawn only while someone subscribes); apart, re-prompting tracks and, with depth, lifting every
+mask to 3-D with the sample bag's depth geometry and building ~/objects and ~/points. Under a ROS 2 Python (rclpy and
 cv_bridge importable, e.g. `ros2 run stt_ros stt bench --node`) it times the node's own path: cv_bridge
 and rclpy messages, serialised as a publish does. Elsewhere it times the offline twin (rosbags-image and
 rosbags messages) and says so.
@@ -18,15 +19,29 @@ from typing import Any
 
 import numpy as np
 
+from stt_ros.bag.sample import scene_depth
 from stt_ros.evaluation.scenes import generate_scene
 from stt_ros.masks import interior_point
 from stt_ros.pipeline.binding import Frame, FrameBuffer, RequestIds, request_from_message
-from stt_ros.pipeline.conversions import MessageKit, frame_messages, image_message, image_problem, overlay_image
+from stt_ros.pipeline.conversions import (
+    MessageKit,
+    cloud_points,
+    detection3d_array_message,
+    frame_messages,
+    image_message,
+    image_problem,
+    mask_crop,
+    overlay_image,
+    point_cloud_message,
+)
+from stt_ros.pipeline.lifting import Intrinsics, depth_from_message, lift_frame
 from stt_ros.pipeline.scheduler import FrameProcessor, Job
 from stt_ros.pipeline.tracking import Tracker
 
 STEPS = ("check and bind", "decode", "prompts", "result messages", "overlay")
 TRACKING_STEP = "tracks"
+DEPTH_STEP = "depth: lift, objects, points"
+EXTRA_STEPS = (TRACKING_STEP, DEPTH_STEP)  # reported apart: only with tracks, only with depth_mode on
 SCENE_SEED = 4  # a scene with many objects
 WARMUP = 3  # frames that warm caches and are not counted
 
@@ -97,7 +112,7 @@ class NodeOverhead:
         return {**asdict(self), "without_overlay_ms": self.without_overlay_ms}
 
     def table(self) -> str:
-        rows = [f"| {step} | {self.median_ms[step]:.2f} |" for step in (*STEPS, TRACKING_STEP)]
+        rows = [f"| {step} | {self.median_ms[step]:.2f} |" for step in (*STEPS, *EXTRA_STEPS)]
         return "\n".join(
             [
                 f"node overhead per frame, {self.width}x{self.height}, {self.prompts} prompts, {self.path}, "
@@ -105,7 +120,7 @@ class NodeOverhead:
                 "| step | ms |",
                 "|---|---|",
                 *rows,
-                f"| **total without the overlay** (tracks apart) | **{self.without_overlay_ms:.2f}** |",
+                f"| **total without the overlay** (tracks and depth apart) | **{self.without_overlay_ms:.2f}** |",
             ]
         )
 
@@ -155,7 +170,9 @@ def measure_node_overhead(
     def point(u: float, v: float) -> Any:
         return path.kit.new("geometry_msgs/msg/Point", x=u, y=v, z=0.0)
 
-    samples: dict[str, list[float]] = {step: [] for step in (*STEPS, TRACKING_STEP)}
+    samples: dict[str, list[float]] = {step: [] for step in (*STEPS, *EXTRA_STEPS)}
+    depth = image_message(path.kit, path.header(0), scene_depth(scene.instances), "16UC1")
+    camera = Intrinsics(0.8 * width, 0.8 * width, (width - 1) / 2, (height - 1) / 2, width, height)
     ids = RequestIds()
     for index in range(repeats + WARMUP):
         stamp = 1_700_000_000 * 10**9 + index * 100_000_000
@@ -189,6 +206,14 @@ def measure_node_overhead(
         drawn = overlay_image(rgb, [result.mask for result in results], [prompt.points for prompt in shown])
         path.serialize(image_message(path.kit, header, drawn, "bgr8"))
         clock.lap("overlay")
+
+        crops = [mask_crop(result.mask) for result in results]  # with depth on: the 3-D outputs
+        clock.restart()
+        lifted = lift_frame(depth_from_message(depth), (height, width), crops, camera, None)
+        kept = [shown[i].id for i in lifted.kept], [results[i].score for i in lifted.kept]
+        path.serialize(detection3d_array_message(path.kit, header, *kept, lifted.objects))
+        path.serialize(point_cloud_message(path.kit, header, cloud_points(lifted.objects)))
+        clock.lap(DEPTH_STEP)
 
         tracker = Tracker(max_tracks=prompts)  # every tracked object is re-prompted from its last mask
         for k, result in enumerate(results):

@@ -268,8 +268,10 @@ def lift_masks(
     pad = max(erosion_px, 0)  # boxes padded with background as wide as the erosion give the frame's points
     objects = []
     for (x, y, w, h), crop in crops:
-        box = np.pad(crop, pad)
-        box_depth = np.pad(metres[y : y + h, x : x + w], pad, constant_values=np.nan)
+        box = np.zeros((h + 2 * pad, w + 2 * pad), dtype=bool)
+        box_depth = np.full(box.shape, np.nan, dtype=np.float32)
+        box[pad : pad + h, pad : pad + w] = crop
+        box_depth[pad : pad + h, pad : pad + w] = metres[y : y + h, x : x + w]
         shifted = Intrinsics(
             intrinsics.fx, intrinsics.fy, intrinsics.cx - x + pad, intrinsics.cy - y + pad, box.shape[1], box.shape[0]
         )

@@ -462,7 +462,9 @@ class SttNode(LifecycleNode):
         if _subscribed(self.pub_points):
             fields = [PointField(name=n, offset=o, datatype=d, count=1) for n, o, d in CLOUD_FIELDS]
             cloud = cloud_points(objects)
-            self.pub_points.publish(point_cloud2.create_cloud(out_header, fields, cloud, CLOUD_DTYPE.itemsize))
+            points = point_cloud2.create_cloud(out_header, fields, cloud, CLOUD_DTYPE.itemsize)
+            points.is_dense = True  # lifting keeps only finite points
+            self.pub_points.publish(points)
 
     def _depth_to_colour(self) -> tuple | None:
         """The transform from the depth camera's optical frame to the colour one's, when they differ."""

@@ -140,3 +140,45 @@ def test_the_command_evaluates_the_configuration_it_is_given(sample_bags, tmp_pa
     assert "- foveation: pattern `stt`, window attention, pixel coarse tokens, proportional attention False" in report
     assert main([*argv, "--pattern", "1,2/4", "--out", str(tmp_path / "bad")]) == 2
     assert "strides and grids must have one entry per level" in capsys.readouterr().err
+
+
+def test_depth_lifts_every_object_as_the_sample_geometry_says(sample_bags, predictors, tmp_path):
+    """With the sample's aligned depth every mask becomes an object: detections, clouds and coverage per prompt."""
+    from stt_ros.bag.results import DETECTIONS_TOPIC, OBJECTS_TOPIC, POINTS_TOPIC
+    from stt_ros.bag.sample import CAMERA_INFO_TOPIC, DEPTH_TOPIC, TABLE_M, object_distance
+    from stt_ros.pipeline.conversions import CLOUD_DTYPE
+
+    out = tmp_path / "depth"
+    metrics = evaluate(
+        sample_bags["sqlite3"], out, predictors, gt_topic=GT_TOPIC, depth_topic=DEPTH_TOPIC,
+        camera_info_topic=CAMERA_INFO_TOPIC,
+    )  # fmt: skip
+    assert metrics["input"]["counts"] == {}
+    depth = metrics["depth"]
+    assert depth["count"] == metrics["prompts"] > 0 and depth["topic"] == DEPTH_TOPIC
+    assert 0.0 < depth["mean_coverage"] <= 1.0
+    assert "objects lifted to 3-D" in (out / "report.md").read_text()
+    rows = [json.loads(row) for row in (out / "prompts.jsonl").read_text().splitlines()]
+    assert all(row["depth_coverage"] is not None for row in rows)
+    arrays = read_topic(out / "results", OBJECTS_TOPIC)
+    clouds = read_topic(out / "results", POINTS_TOPIC)
+    boxes = read_topic(out / "results", DETECTIONS_TOPIC)
+    assert len(arrays) == len(clouds) == len(boxes) == FRAMES
+    for array, cloud in zip(arrays, clouds, strict=True):
+        points = np.frombuffer(bytes(cloud.msg.data), dtype=CLOUD_DTYPE)
+        assert cloud.msg.header == array.msg.header and len(points) == cloud.msg.width
+        for index, detection in enumerate(array.msg.detections):
+            mine = points[points["id"] == index + 1]
+            assert len(mine) > 0
+            assert np.median(mine["z"]) == pytest.approx(detection.results[0].pose.pose.position.z, abs=1e-3)
+            # Every point lies between the nearest object top (0.3 m above the table) and the table.
+            nearest = min(object_distance(k) for k in range(1, 6))
+            assert mine["z"].min() >= nearest - 1e-3 and mine["z"].max() <= TABLE_M + 1e-3
+
+
+def test_depth_needs_its_camera_info(sample_bags, predictors, tmp_path):
+    from stt_ros.bag.reader import BagError
+    from stt_ros.bag.sample import DEPTH_TOPIC
+
+    with pytest.raises(BagError, match=r"--camera-info-topic.*CameraInfo topics in the bag: /camera/"):
+        evaluate(sample_bags["mcap"], tmp_path / "x", predictors, gt_topic=GT_TOPIC, depth_topic=DEPTH_TOPIC)

@@ -257,3 +257,25 @@ def test_mono16_instance_ids_follow_the_segmentation_order_past_255():
     assert (msg.encoding, msg.step) == ("mono16", 40)
     with pytest.raises(ValueError, match="at most 255"):
         label_image(masks, 20, 20)
+
+
+def test_depth_frames_pair_the_nearest_within_the_tolerance():
+    frames = lifting.DepthFrames(capacity=3, tolerance_ns=10)
+    assert frames.nearest(100) is None
+    for stamp in (100, 120, 140, 160):  # the first falls out of the buffer
+        frames.add(stamp, f"depth{stamp}")
+    assert frames.nearest(123) == "depth120" and frames.nearest(161) == "depth160"
+    assert frames.nearest(100) is None and frames.nearest(175) is None
+    frames.clear()
+    assert frames.nearest(160) is None
+
+
+def test_a_frame_keeps_the_objects_with_enough_points():
+    big, metres = fronto_parallel_box(0.3, 0.3, 1.0)
+    tiny = np.zeros_like(big)
+    tiny[10:13, 10:13] = True  # 9 pixels: nothing left after erosion
+    crops = [mask_crop(big), mask_crop(np.zeros_like(big)), mask_crop(tiny)]
+    depth = lifting.DepthImage.of(np.rint(metres * 1000).astype(np.uint16), "16UC1")
+    frame = lifting.lift_frame(depth, (480, 640), crops, CAMERA, None, lifting.LiftSettings(min_points=20))
+    assert frame.aligned and frame.kept == [0] and frame.too_few == [2] and frame.lifted[1] is None
+    assert frame.objects[0].centroid[2] == pytest.approx(1.0)

@@ -58,3 +58,23 @@ def test_both_refuse_what_is_not_a_colour_frame(encoding):
     for decode in (frame_to_rgb, conversions.message_to_rgb):
         with pytest.raises(ValueError, match="unsupported image encoding"):
             decode(msg)
+
+
+def test_the_offline_cloud_is_what_sensor_msgs_py_builds():
+    """The node builds ~/points with sensor_msgs_py; the results bag with its own builder: the same message."""
+    from sensor_msgs_py import point_cloud2
+    from std_msgs.msg import Header
+
+    from stt_ros.pipeline.conversions import CLOUD_DTYPE, CLOUD_FIELDS, point_cloud_message
+    from stt_ros.ros.conversions import RCLPY_KIT
+
+    cloud = np.zeros(5, dtype=CLOUD_DTYPE)
+    cloud["x"], cloud["y"], cloud["z"], cloud["id"] = RNG.random(5), RNG.random(5), RNG.random(5) + 1, [1, 1, 2, 2, 3]
+    fields = [sensor_msgs.PointField(name=n, offset=o, datatype=d, count=1) for n, o, d in CLOUD_FIELDS]
+    header = Header(frame_id="camera")
+    theirs = point_cloud2.create_cloud(header, fields, cloud, CLOUD_DTYPE.itemsize)
+    theirs.is_dense = True  # as the node sets it: lifted points are all finite
+    ours = point_cloud_message(RCLPY_KIT, header, cloud)
+    assert ours == theirs
+    back = point_cloud2.read_points(ours, field_names=("x", "id"))
+    np.testing.assert_array_equal(back["id"], [1, 1, 2, 2, 3])

@@ -1,5 +1,6 @@
 """replay.launch.py plays a bag from `stt make-sample-bag` with the real `ros2 bag play` (sqlite3 and mcap),
-records the node's outputs with `ros2 bag record`, and `stt eval-bag` on the same bag gives the same masks.
+records the node's outputs with `ros2 bag record`, and `stt eval-bag` on the same bag gives the same masks and
+the same 3-D objects (the bag has aligned depth; demo.yaml turns depth on).
 
 `stt eval-bag` runs in the offline tools' Python: $STT_OFFLINE_PYTHON (run.sh sets the project venv), else
 this one.
@@ -27,7 +28,7 @@ from rosbags.highlevel import AnyReader
 from stt_ros.msg import SegmentationArray
 
 from stt_ros.bag.messages import typestore
-from stt_ros.bag.sample import PROMPT_TOPIC, write_sample_bag
+from stt_ros.bag.sample import CAMERA_INFO_TOPIC, DEPTH_INFO_TOPIC, DEPTH_TOPIC, PROMPT_TOPIC, write_sample_bag
 from stt_ros.pipeline.binding import stamp_to_ns
 from stt_ros.pipeline.conversions import segmentation_to_mask
 
@@ -51,6 +52,16 @@ def masks_by_prompt(arrays: list) -> dict[tuple[int, str], object]:
     }
 
 
+def centroids(bag: Path, topic: str) -> dict[tuple[int, str], tuple[float, float, float]]:
+    """Each Detection3D's centroid (its hypothesis pose), by (stamp, prompt id)."""
+    found = {}
+    for array in read(bag, topic):
+        for detection in array.detections:
+            p = detection.results[0].pose.pose.position
+            found[(stamp_to_ns(array.header.stamp), detection.id)] = (p.x, p.y, p.z)
+    return found
+
+
 @pytest.mark.launch_test
 @launch_testing.parametrize("storage", ["sqlite3", "mcap"])
 def generate_test_description(storage: str):
@@ -64,6 +75,9 @@ def generate_test_description(storage: str):
             "params_file": [FindPackageShare("stt_ros"), "/config/demo.yaml"],
             "image": "/camera/image_raw",
             "prompts": PROMPT_TOPIC,
+            "camera_info": CAMERA_INFO_TOPIC,
+            "depth": DEPTH_TOPIC,
+            "depth_camera_info": DEPTH_INFO_TOPIC,
         }.items(),
     )
     description = LaunchDescription([replay, launch_testing.actions.ReadyToTest()])
@@ -107,6 +121,7 @@ class TestRecorded(unittest.TestCase):
         out = work / "eval"
         command = [python, "-m", "stt_ros.commands.cli", "eval-bag", str(bag), "--image-topic", "/camera/image_raw"]
         command += ["--prompt-topic", PROMPT_TOPIC, "--variant", "reference", "--device", "cpu", "--out", str(out)]
+        command += ["--depth-topic", DEPTH_TOPIC, "--camera-info-topic", CAMERA_INFO_TOPIC]
         subprocess.run([*command, "--no-progress"], check=True)
         offline = masks_by_prompt(read(out / "results", "/stt/segmentations"))
         self.assertEqual(offline.keys(), live_masks.keys())
@@ -114,3 +129,9 @@ class TestRecorded(unittest.TestCase):
         equal = sum(bool((live_masks[key] == offline[key]).all()) for key in offline)
         print(f"\nreplay ({storage}) vs stt eval-bag: {equal} of {len(ious)} masks identical, min IoU {min(ious):.4f}")
         self.assertGreaterEqual(min(ious), 0.99)
+        live_objects = centroids(work / "recorded", "/stt_node/objects")
+        offline_objects = centroids(out / "results", "/stt/objects")
+        self.assertTrue(live_objects)
+        self.assertEqual(live_objects.keys(), offline_objects.keys())
+        for key, position in live_objects.items():
+            self.assertTrue(all(abs(a - b) < 1e-3 for a, b in zip(position, offline_objects[key], strict=True)), key)
