@@ -15,15 +15,15 @@ _EXPORTS = {
     "Prompt": "stt_ros.prompts",
     "FoveatedPredictor": "stt_ros.predictor",
     "ReferencePredictor": "stt_ros.predictor",
-    "SegmentationResult": "stt_ros.predictor",
+    "SegmentationResult": "stt_ros.prompts",
 }
 
 __all__ = ["FoveatedPredictor", "FoveationPattern", "Prompt", "ReferencePredictor", "SegmentationResult"]
 
 if TYPE_CHECKING:
     from stt_ros.foveation import FoveationPattern
-    from stt_ros.predictor import FoveatedPredictor, ReferencePredictor, SegmentationResult
-    from stt_ros.prompts import Prompt
+    from stt_ros.predictor import FoveatedPredictor, ReferencePredictor
+    from stt_ros.prompts import Prompt, SegmentationResult
 
 
 def __getattr__(name: str) -> Any:

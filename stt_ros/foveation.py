@@ -174,8 +174,12 @@ class FoveationPattern:
         pixel_mean: torch.Tensor,
         pixel_std: torch.Tensor,
         mode: str = "pixel",
+        image_size: torch.Tensor | None = None,
     ) -> FoveatedTokens:
         """Tokens of one (h, w, 3) uint8 frame image for B fovea centres (B, 2) in frame px.
+
+        `image_size`: the (h, w) of the image when it comes padded (the exported graph takes a frame-sized
+        image and the resized image's size as a tensor); pixels beyond it are padding.
 
         `pixel` tokens box-average each s x s pixel block of a stride-s token (STT); `pooled` tokens
         average the s² stride-1 patches they cover pixel by pixel, which equals the mean of SAM's patch
@@ -194,7 +198,9 @@ class FoveationPattern:
         levels = torch.as_tensor(layout.levels, device=device)
         centres_tok = corners.float() + (self.token_size * strides[None, :, None]).float() / 2
         valid = ((centres_tok >= 0) & (centres_tok < img_size)).all(dim=2)
-        sums, counts = (_pixel_sums if mode == "pixel" else _pooled_sums)(image, corners, strides, self.token_size)
+        sums, counts = (_pixel_sums if mode == "pixel" else _pooled_sums)(
+            image, image_size, corners, strides, self.token_size
+        )
         mean = pixel_mean.to(device).reshape(1, 1, 1, 1, 3).float()
         std = pixel_std.to(device).reshape(1, 1, 1, 1, 3).float()
         area = (strides.float() ** 2).reshape(1, -1, 1, 1, 1)
@@ -344,15 +350,19 @@ def _box_sums(
 
 
 def _pixel_sums(
-    image: torch.Tensor, corners: torch.Tensor, strides: torch.Tensor, t: int
+    image: torch.Tensor, size: torch.Tensor | None, corners: torch.Tensor, strides: torch.Tensor, t: int
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Sums and in-image counts of each s x s block of every token: (B, N, T, T, 3), (B, N, T, T)."""
-    h, w = image.shape[:2]
+    """Sums and in-image counts of each s x s block of every token: (B, N, T, T, 3), (B, N, T, T); the image
+    ends at `size` (h, w) if given, else at its own edge."""
     steps = torch.arange(t + 1, device=image.device)
     edges = corners[:, :, None, :] + strides[None, :, None, None] * steps[None, None, :, None]  # (B, N, T+1, 2)
-    ys = edges[..., 1].clamp(0, h)
-    xs = edges[..., 0].clamp(0, w)
-    if image.device.type == "cpu":  # OpenCV's integral is ~50x faster than two torch cumsums on a CPU
+    if size is None:
+        ys, xs = edges[..., 1].clamp(0, image.shape[0]), edges[..., 0].clamp(0, image.shape[1])
+    else:  # tensor bounds: the exported graph's image size is an input
+        zero = torch.zeros_like(size[0])
+        ys = torch.minimum(torch.maximum(edges[..., 1], zero), size[0])
+        xs = torch.minimum(torch.maximum(edges[..., 0], zero), size[1])
+    if image.device.type == "cpu" and not torch.compiler.is_compiling():  # OpenCV's integral: ~50x two cumsums
         integral = torch.from_numpy(cv2.integral(np.ascontiguousarray(image.numpy()), sdepth=cv2.CV_32S))
     else:
         integral = integral_image(image, dtype=torch.int64)
@@ -362,14 +372,20 @@ def _pixel_sums(
 
 
 def _pooled_sums(
-    image: torch.Tensor, corners: torch.Tensor, strides: torch.Tensor, t: int
+    image: torch.Tensor, size: torch.Tensor | None, corners: torch.Tensor, strides: torch.Tensor, t: int
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Sums over the s x s patches a token covers, pixel by pixel (phase-aligned): (B, N, T, T, 3)."""
+    """Sums over the s x s patches a token covers, pixel by pixel (phase-aligned): (B, N, T, T, 3), and the
+    counts of in-image pixels; the image ends at `size` (h, w) if given, else at its own edge."""
     h, w = image.shape[:2]
     rows, cols = -(-h // t), -(-w // t)
     padded = torch.zeros((rows * t, cols * t, 4), dtype=torch.int64, device=image.device)
     padded[:h, :w, :3] = image
-    padded[:h, :w, 3] = 1  # in-image indicator: its sums are the counts
+    if size is None:
+        padded[:h, :w, 3] = 1  # in-image indicator: its sums are the counts
+    else:  # tensor bounds: the exported graph's image size is an input
+        arange = torch.arange(max(h, w), device=image.device)
+        padded[:h, :w, 3] = ((arange[:h, None] < size[0]) & (arange[None, :w] < size[1])).to(torch.int64)
+        padded[:h, :w, :3] *= padded[:h, :w, 3:]
     phases = padded.reshape(rows, t, cols, t, 4).permute(0, 2, 1, 3, 4)  # (rows, cols, T, T, 4)
     integral = integral_image(phases, dtype=torch.int64)
     cells = torch.div(corners, t, rounding_mode="floor")

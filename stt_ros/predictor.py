@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 from collections import defaultdict
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -19,15 +18,14 @@ from segment_anything.modeling import Sam
 
 from stt_ros.foveation import DEFAULT_TOKENS, FoveationPattern
 from stt_ros.frame import FramedImage, FramedPrompts, SamFrame
+from stt_ros.geometry import resized_shape
 from stt_ros.model.checkpoints import load_sam
 from stt_ros.model.encoder import DEFAULT_ATTENTION, DEFAULT_PROPORTIONAL, DEFAULT_WINDOW_PADDING
 from stt_ros.model.foveated_sam import SAM_TO_STT_ORDER, FoveatedSam, model_options, read_adapter_file
-from stt_ros.prompts import Prompt, validate_prompts
+from stt_ros.prompts import Prompt, SegmentationResult, choose_outputs, parse_multimask, validate_prompts
 
 FOVEATION_SETTINGS = ("pattern", "attention", "tokens", "proportional")
 """The foveated model's settings a user chooses (command-line options, node parameters, recorded with results)."""
-MULTIMASK_POLICIES = ("auto", "best", "largest", "single", 0, 1, 2)
-SINGLE_MASK_INDEX = 3
 DTYPES = {
     None: None,
     "fp32": None,
@@ -37,25 +35,6 @@ DTYPES = {
     "fp16": torch.float16,
     "float16": torch.float16,
 }
-
-
-@dataclass(frozen=True)
-class SegmentationResult:
-    """One prompt's answer; `index` 0-2 is a multimask output, 3 the single-mask output."""
-
-    mask: np.ndarray  # (H, W) bool at the original image size
-    score: float  # predicted IoU of the chosen output
-    scores: tuple[float, float, float]  # predicted IoU of the 3 multimask outputs
-    index: int
-
-
-def parse_multimask(policy: str | int) -> str | int:
-    """Accept the policy names, 0-2, or their string forms (from a CLI or ROS parameter)."""
-    if isinstance(policy, str) and policy.strip().isdigit():
-        policy = int(policy)
-    if policy not in MULTIMASK_POLICIES or isinstance(policy, bool):
-        raise ValueError(f"multimask must be one of {', '.join(map(str, MULTIMASK_POLICIES))}, got {policy!r}")
-    return policy
 
 
 def resolve_device(device: str | torch.device | None) -> torch.device:
@@ -91,6 +70,10 @@ class _Predictor:
     @property
     def device(self) -> torch.device:
         return self.sam.device
+
+    @property
+    def mask_threshold(self) -> float:
+        return float(self.sam.mask_threshold)
 
     def _autocast(self) -> contextlib.AbstractContextManager:
         if self.dtype is None:
@@ -133,7 +116,7 @@ class _Predictor:
 
     def upscale(self, logits: torch.Tensor, image_size: tuple[int, int]) -> torch.Tensor:
         """SAM's post-processing of low-res logits (P, K, 4G, 4G) to the original (H, W) size, as logits."""
-        input_size = self.frame.transform.get_preprocess_shape(*image_size, self.frame.img_size)
+        input_size = resized_shape(*image_size, self.frame.img_size)
         return self.sam.postprocess_masks(logits.float(), input_size, image_size)
 
     def _batches(
@@ -161,17 +144,11 @@ class _Predictor:
     def _choose(
         self, policy: str | int, prompts: list[Prompt], logits: torch.Tensor, iou: torch.Tensor
     ) -> torch.Tensor:
-        batch = logits.shape[0]
-        best = iou[:, :3].argmax(dim=1)
-        if policy == "auto":
-            single_point = torch.tensor([p.shape_key == (1, False) for p in prompts], device=logits.device)
-            return torch.where(single_point, best, torch.full_like(best, SINGLE_MASK_INDEX))
-        if policy == "best":
-            return best
+        areas = None
         if policy == "largest":
-            return (logits[:, :3] > self.sam.mask_threshold).flatten(2).sum(dim=2).argmax(dim=1)
-        index = SINGLE_MASK_INDEX if policy == "single" else int(policy)
-        return torch.full((batch,), index, dtype=torch.int64, device=logits.device)
+            areas = (logits[:, :3] > self.sam.mask_threshold).flatten(2).sum(dim=2).cpu().numpy()
+        chosen = choose_outputs(policy, prompts, iou.float().cpu().numpy(), areas)
+        return torch.as_tensor(chosen, device=logits.device)
 
     def _postprocess(self, logits: torch.Tensor, framed: FramedImage) -> torch.Tensor:
         return (

@@ -1,4 +1,5 @@
-"""Prompts as users give them (pixels of the original image), validated before any model work."""
+"""What a predictor takes and gives, without torch: prompts as users give them (pixels of the original image),
+validated before any model work; results; and the choice among SAM's outputs."""
 
 from __future__ import annotations
 
@@ -86,3 +87,45 @@ def validate_prompts(prompts: Sequence[Prompt], height: int, width: int) -> None
             prompt.validate(height, width)
         except ValueError as error:
             raise ValueError(f"prompt {index}: {error}") from None
+
+
+MULTIMASK_POLICIES = ("auto", "best", "largest", "single", 0, 1, 2)
+SINGLE_MASK_INDEX = 3
+
+
+@dataclass(frozen=True)
+class SegmentationResult:
+    """One prompt's answer; `index` 0-2 is a multimask output, 3 the single-mask output."""
+
+    mask: np.ndarray  # (H, W) bool at the original image size
+    score: float  # predicted IoU of the chosen output
+    scores: tuple[float, float, float]  # predicted IoU of the 3 multimask outputs
+    index: int
+
+
+def parse_multimask(policy: str | int) -> str | int:
+    """Accept the policy names, 0-2, or their string forms (from a CLI or ROS parameter)."""
+    if isinstance(policy, str) and policy.strip().isdigit():
+        policy = int(policy)
+    if policy not in MULTIMASK_POLICIES or isinstance(policy, bool):
+        raise ValueError(f"multimask must be one of {', '.join(map(str, MULTIMASK_POLICIES))}, got {policy!r}")
+    return policy
+
+
+def choose_outputs(
+    policy: str | int, prompts: Sequence[Prompt], iou: np.ndarray, areas: np.ndarray | None = None
+) -> np.ndarray:
+    """Which of the four outputs (0-2 multimask, 3 single-mask) each prompt returns.
+
+    `iou`: (B, 4) predicted IoUs; `areas`: (B, 3) multimask areas, needed by "largest". "auto" is SAM's
+    advice: the best of three for a single point, the single-mask output for anything more.
+    """
+    best = np.asarray(iou)[:, :3].argmax(axis=1)
+    if policy == "auto":
+        single_point = np.array([p.shape_key == (1, False) for p in prompts])
+        return np.where(single_point, best, SINGLE_MASK_INDEX)
+    if policy == "best":
+        return best
+    if policy == "largest":
+        return np.asarray(areas).argmax(axis=1)
+    return np.full(len(best), SINGLE_MASK_INDEX if policy == "single" else int(policy))

@@ -387,8 +387,9 @@ class Evaluation:
             instances = None
         if instances is not None:
             logits, _ = self.predictor.predict_logits(pending.rgb, prompts)
-            upscaled = self.predictor.upscale(logits[:, :3], instances.shape)
-            multimask = (upscaled > self.predictor.sam.mask_threshold).cpu().numpy()
+            upscaled = self.predictor.upscale(logits[:, :3], instances.shape)  # torch or numpy, by backend
+            upscaled = np.asarray(upscaled.cpu() if hasattr(upscaled, "cpu") else upscaled)
+            multimask = upscaled > self.predictor.mask_threshold
             for rec, prompt, result, outputs in zip(records, prompts, results, multimask, strict=True):
                 k = gt_instance(prompt, instances)
                 if k == 0:

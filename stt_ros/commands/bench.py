@@ -4,13 +4,18 @@ from __future__ import annotations
 
 import argparse
 import json
+import tempfile
+import time
 import warnings
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import torch
 
 from stt_ros.commands.demo import BUILTIN_SEED, load_image
-from stt_ros.commands.model_options import add_device_option, add_model_options
+from stt_ros.commands.model_options import BACKENDS, add_device_option, add_model_options, onnx_predictor
 from stt_ros.evaluation.bench import run_bench
 from stt_ros.evaluation.scenes import generate_scene
 from stt_ros.model.checkpoints import VARIANTS
@@ -50,6 +55,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--image", type=Path, help="image file (default: the built-in 640x480 scene)")
     add_model_options(parser)
     parser.add_argument(
+        "--backend",
+        type=parse_backends,
+        default=[("torch", None)],
+        help="how to run the foveated model: torch (with --dtype), torch:bf16 (any dtype), onnxruntime (an `stt "
+        "export` graph: --model, else one exported from these settings first); one backend is timed against "
+        "stock SAM, several side by side (default: torch)",
+    )
+    parser.add_argument("--model", type=Path, help="the .onnx graph for the onnxruntime backend")
+    parser.add_argument(
+        "--providers", default="tensorrt,cuda,cpu", help="ONNX Runtime execution providers (default: %(default)s)"
+    )
+    parser.add_argument("--trt-cache", type=Path, help="TensorRT engine cache directory (default: a temp folder)")
+    parser.add_argument(
         "--node",
         action="store_true",
         help="time the ROS node's own work per frame instead of the model: header check and binding, decoding, "
@@ -73,6 +91,21 @@ def parse_size(text: str) -> tuple[int, int]:
     return width, height
 
 
+def parse_backends(text: str) -> list[tuple[str, str | None]]:
+    """"torch,torch:bf16,onnxruntime" → [(backend, dtype or None)]; ArgumentTypeError naming a bad one."""
+    backends = []
+    for item in (part.strip() for part in text.split(",") if part.strip()):
+        name, _, dtype = item.partition(":")
+        if name not in BACKENDS or (dtype and (name != "torch" or dtype not in ("fp32", "bf16", "fp16"))):
+            raise argparse.ArgumentTypeError(
+                f"backend {item!r}: use torch, torch:fp32, torch:bf16, torch:fp16 or onnxruntime"
+            )
+        backends.append((name, dtype or None))
+    if not backends:
+        raise argparse.ArgumentTypeError("--backend needs at least one backend")
+    return backends
+
+
 def run(args: argparse.Namespace) -> int:
     if args.prompts < 1:
         raise ValueError("--prompts must be at least 1")
@@ -93,9 +126,12 @@ def run(args: argparse.Namespace) -> int:
             tokens=args.tokens,
             proportional=args.proportional,
         )
+    makers = backend_makers(args, foveated)
+    if len(makers) > 1:
+        return run_side_by_side(args, makers, image)
     stock = ReferencePredictor(foveated.sam, dtype=args.dtype, variant=args.variant)
     result = run_bench(
-        foveated,
+        next(iter(makers.values()))(),
         stock,
         image,
         args.prompts,
@@ -121,4 +157,43 @@ def run_node(args: argparse.Namespace) -> int:
 
     result = measure_node_overhead(*args.size, prompts=args.prompts, repeats=args.repeats)
     print(json.dumps(result.to_dict(), indent=2) if args.json else result.table())
+    return 0
+
+
+def backend_makers(args: argparse.Namespace, foveated: FoveatedPredictor) -> dict[str, Callable[[], Any]]:
+    """How to build each asked-for backend; the onnxruntime graph is exported from `foveated` unless given."""
+    makers: dict[str, Callable[[], Any]] = {}
+    for name, dtype in args.backend:
+        if name == "torch":
+            dtype = dtype or args.dtype
+            makers[f"torch {dtype}"] = lambda dtype=dtype: FoveatedPredictor(
+                foveated.sam, args.pattern, args.attention, args.tokens, args.proportional, dtype=dtype,
+                variant=args.variant,
+            )  # fmt: skip
+        else:
+            graph = args.model or _export(foveated)  # exported before any timing
+            makers["onnxruntime"] = lambda graph=graph: onnx_predictor(args, graph, args.threads)
+    return makers
+
+
+def _export(foveated: FoveatedPredictor) -> Path:
+    from stt_ros.deploy.export import export_graph
+
+    path = Path(tempfile.mkdtemp(prefix="stt_bench_")) / "model.onnx"
+    began = time.monotonic()
+    export_graph(foveated, path)
+    print(f"exported {path} in {time.monotonic() - began:.0f} s (not part of the first call below)")
+    return path
+
+
+def run_side_by_side(args: argparse.Namespace, makers: dict[str, Callable[[], Any]], image: np.ndarray) -> int:
+    from stt_ros.evaluation.bench import BackendComparison, compare_backends
+
+    timings = compare_backends(makers, image, args.prompts, args.repeats)
+    result = BackendComparison(args.variant, torch.get_num_threads(), image.shape[:2], timings)
+    if args.json:
+        print(json.dumps({**result.to_dict(), "checkpoint": args.checkpoint}, indent=2))
+        return 0
+    print(f"{args.variant}, {torch.get_num_threads()} threads, image {image.shape[1]}x{image.shape[0]}")
+    print(result.table())
     return 0

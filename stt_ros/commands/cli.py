@@ -19,6 +19,7 @@ COMMAND_MODULES = (
     "stt_ros.commands.average_reference",
     "stt_ros.commands.variants",
     "stt_ros.commands.train",
+    "stt_ros.commands.export",
 )
 
 

@@ -18,8 +18,8 @@ from stt_ros.masks import interior_point, mask_iou
 from stt_ros.model.checkpoints import VARIANTS
 from stt_ros.model.reference import REFERENCE_STATUS
 from stt_ros.pipeline.conversions import overlay_image
-from stt_ros.predictor import FoveatedPredictor, ReferencePredictor, SegmentationResult
-from stt_ros.prompts import Prompt
+from stt_ros.predictor import FoveatedPredictor, ReferencePredictor
+from stt_ros.prompts import Prompt, SegmentationResult
 
 BUILTIN_SEED = 2026
 REFERENCE_NOTICE = (

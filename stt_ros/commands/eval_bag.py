@@ -7,7 +7,14 @@ from pathlib import Path
 
 from stt_ros.bag.evaluate import EvalOptions, check_inputs, run_evaluation
 from stt_ros.bag.reader import Bag
-from stt_ros.commands.model_options import CHECKPOINT_HELP, add_device_option, add_model_options, chosen_model_options
+from stt_ros.commands.model_options import (
+    CHECKPOINT_HELP,
+    add_backend_options,
+    add_device_option,
+    add_model_options,
+    chosen_model_options,
+    onnx_predictor,
+)
 from stt_ros.model.checkpoints import VARIANTS
 from stt_ros.pipeline.binding import FrameBuffer
 
@@ -53,6 +60,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--adapter", help="trained adapter weights for the variant")
     add_model_options(parser, adapter_decides=True)
     add_device_option(parser)
+    add_backend_options(parser)
     parser.add_argument(
         "--compare-sam",
         action="store_true",
@@ -94,12 +102,17 @@ def run(args: argparse.Namespace) -> int:
     )
     with Bag(options.bag) as bag:
         check_inputs(options, bag)
-        predictor = FoveatedPredictor.build(
-            args.variant, args.checkpoint, args.adapter, args.device, **chosen_model_options(args)
-        )
+        if args.backend == "onnxruntime":
+            predictor = onnx_predictor(args)
+            options.model["backend"] = f"onnxruntime ({args.model})"
+            stock = ReferencePredictor.build(args.variant, args.checkpoint, args.device) if args.compare_sam else None
+        else:
+            predictor = FoveatedPredictor.build(
+                args.variant, args.checkpoint, args.adapter, args.device, **chosen_model_options(args)
+            )
+            stock = ReferencePredictor(predictor.sam, variant=args.variant) if args.compare_sam else None
         options.model.update(device=predictor.device, **{key: str(value) for key, value in predictor.settings.items()})
-        reference = ReferencePredictor(predictor.sam, variant=args.variant) if args.compare_sam else None
-        metrics = run_evaluation(options, predictor, reference, bag)
+        metrics = run_evaluation(options, predictor, stock, bag)
     iou, agreement, latency = metrics["iou"], metrics["sam_agreement"], metrics["timing"]["frame_latency"]
     summary = [f"{metrics['frames']} frames, {metrics['prompts']} prompts"]
     if iou.get("count"):

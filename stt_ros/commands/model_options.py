@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
+from typing import Any
 
 from stt_ros.foveation import TOKEN_MODES
 from stt_ros.model.encoder import ATTENTION_MODES
@@ -71,4 +73,44 @@ def add_model_options(parser: argparse.ArgumentParser, adapter_decides: bool = F
 
 def chosen_model_options(args: argparse.Namespace) -> dict:
     """The model options given on the command line (unset ones left to the adapter or the library)."""
-    return {name: getattr(args, name) for name in FOVEATION_SETTINGS if getattr(args, name) is not None}
+    return {name: getattr(args, name) for name in FOVEATION_SETTINGS if getattr(args, name, None) is not None}
+
+
+BACKENDS = ("torch", "onnxruntime")
+
+
+def add_backend_options(parser: argparse.ArgumentParser) -> None:
+    """--backend, --model, --providers and --trt-cache: run the foveated model with torch or an exported graph."""
+    parser.add_argument(
+        "--backend",
+        choices=BACKENDS,
+        default="torch",
+        help="torch (the model itself) or onnxruntime (an `stt export` graph, --model; no torch needed to run it) "
+        "(default: %(default)s)",
+    )
+    parser.add_argument("--model", type=Path, help="the .onnx graph for --backend onnxruntime (from `stt export`)")
+    parser.add_argument(
+        "--providers",
+        default="tensorrt,cuda,cpu",
+        help="ONNX Runtime execution providers, most preferred first; missing ones are skipped with a note "
+        "(default: %(default)s)",
+    )
+    parser.add_argument("--trt-cache", type=Path, help="TensorRT engine cache directory (default: a temp folder)")
+
+
+def onnx_predictor(args: argparse.Namespace, path: Path | None = None, threads: int | None = None) -> Any:
+    """The `OnnxPredictor` the backend options ask for, refusing a graph made for other settings."""
+    from stt_ros.deploy.runtime import OnnxPredictor
+
+    path = path or args.model
+    if path is None:
+        raise ValueError("--backend onnxruntime needs --model GRAPH.onnx (make one with `stt export`)")
+    expect = {"variant": args.variant, **chosen_model_options(args)}
+    predictor = OnnxPredictor(path, parse_providers(args.providers), args.trt_cache, expect, threads)
+    for note in predictor.notes:
+        print(f"onnxruntime: {note}")
+    return predictor
+
+
+def parse_providers(text: str) -> list[str]:
+    return [name.strip() for name in text.split(",") if name.strip()]

@@ -11,6 +11,7 @@ import resource
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -143,7 +144,7 @@ def bench_prompts(image: np.ndarray, count: int, seed: int = 0) -> list[Prompt]:
 
 
 def run_bench(
-    foveated: FoveatedPredictor,
+    foveated: FoveatedPredictor | Any,
     stock: ReferencePredictor,
     image: np.ndarray,
     prompts: int,
@@ -152,7 +153,7 @@ def run_bench(
     warmup: int = 2,
     dtype: str = "fp32",
 ) -> BenchResult:
-    memory = _Memory(foveated.device)
+    memory = _Memory(stock.device)  # the foveated model may be an ONNX Runtime graph; stock SAM is torch
     batch = bench_prompts(image, prompts)
     one = batch[:1]
     fov_b1 = _time(lambda: foveated.predict(image, one), repeats, warmup, memory, "foveated B=1")
@@ -161,7 +162,7 @@ def run_bench(
     stock_batch = _time(lambda: stock.predict(image, batch), max(1, stock_repeats // 2), 0, memory, "stock batch")
     return BenchResult(
         variant=foveated.variant,
-        device=str(foveated.device) + (f" ({torch.cuda.get_device_name()})" if foveated.device.type == "cuda" else ""),
+        device=str(foveated.device) + (f" ({torch.cuda.get_device_name()})" if stock.device.type == "cuda" else ""),
         dtype=dtype,
         threads=torch.get_num_threads(),
         image_size=(int(image.shape[0]), int(image.shape[1])),
@@ -171,3 +172,64 @@ def run_bench(
         foveated_batch=fov_batch,
         stock_batch=stock_batch,
     )
+
+
+@dataclass
+class BackendTiming:
+    """One way of running the foveated model: its first call (loading, engine build, warm-up) and steady state."""
+
+    backend: str
+    first_call_s: float
+    b1: Timing
+    batch: Timing
+    prompts: int
+
+    @property
+    def prompts_per_s(self) -> float:
+        return 1e3 * self.prompts / self.batch.median_ms
+
+
+@dataclass
+class BackendComparison:
+    """Backends side by side, on the same image, prompts, threads and process."""
+
+    variant: str
+    threads: int
+    image_size: tuple[int, int]
+    timings: list[BackendTiming]
+
+    def to_dict(self) -> dict:
+        rows = [{**asdict(t), "prompts_per_s": t.prompts_per_s} for t in self.timings]
+        return {"variant": self.variant, "threads": self.threads, "image_size": self.image_size, "backends": rows}
+
+    def table(self) -> str:
+        first = self.timings[0]
+        lines = [
+            f"| backend | first call (s) | B=1 median (p90) ms | {first.prompts} prompts: prompts/s | "
+            f"B=1 speed-up vs {first.backend} |",
+            "|---|---|---|---|---|",
+        ]
+        for t in self.timings:
+            lines.append(
+                f"| {t.backend} | {t.first_call_s:.1f} | {t.b1.median_ms:.1f} ({t.b1.p90_ms:.1f}) | "
+                f"{t.prompts_per_s:.2f} | {first.b1.median_ms / t.b1.median_ms:.2f}x |"
+            )
+        return "\n".join(lines)
+
+
+def compare_backends(
+    makers: dict[str, Callable[[], Any]], image: np.ndarray, prompts: int, repeats: int = 20, warmup: int = 2
+) -> list[BackendTiming]:
+    """Time each backend `makers[name]()` builds: the first call (building included), then B=1 and a batch."""
+    memory = _Memory(torch.device("cpu"))
+    batch = bench_prompts(image, prompts)
+    timings = []
+    for name, make in makers.items():
+        start = time.perf_counter()
+        predictor = make()
+        predictor.predict(image, batch[:1])
+        first = time.perf_counter() - start
+        b1 = _time(lambda p=predictor: p.predict(image, batch[:1]), repeats, warmup, memory, f"{name} B=1")
+        many = _time(lambda p=predictor: p.predict(image, batch), max(1, repeats // 4), 1, memory, f"{name} batch")
+        timings.append(BackendTiming(name, first, b1, many, prompts))
+    return timings

@@ -7,7 +7,16 @@ import torch.nn.functional as F
 from segment_anything.modeling import MaskDecoder, PromptEncoder
 from torch import nn
 
-from stt_ros.frame import FramedPrompts
+
+def sparse_embeddings(prompt_encoder: PromptEncoder, coords: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """SAM's sparse prompt embeddings of prompts in its sparse layout (`geometry.SparsePrompts`): the positional
+    encoding of each point's pixel centre plus its label's embedding; padding points (-1) are SAM's
+    not-a-point embedding alone. Exactly `PromptEncoder(points, boxes)`, in one expression ONNX can carry."""
+    pe = prompt_encoder.pe_layer.forward_with_coords(coords + 0.5, prompt_encoder.input_image_size)
+    kinds = torch.cat([e.weight for e in prompt_encoder.point_embeddings])  # (4, C): labels 0, 1, 2, 3
+    labelled = pe + kinds[labels.clamp(min=0)]
+    padding = prompt_encoder.not_a_point_embed.weight.to(pe.dtype).expand_as(pe)
+    return torch.where((labels == -1)[..., None], padding, labelled)
 
 
 def attend(
@@ -32,11 +41,17 @@ class FoveatedMaskDecoder(nn.Module):
         self.mask_decoder = mask_decoder
 
     def forward(
-        self, features: torch.Tensor, centres: torch.Tensor, valid: torch.Tensor, prompts: FramedPrompts, img_size: int
+        self,
+        features: torch.Tensor,
+        centres: torch.Tensor,
+        valid: torch.Tensor,
+        coords: torch.Tensor,
+        labels: torch.Tensor,
+        img_size: int,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Logits (B, 4, N, 16) in SAM's order (0 = single-mask, 1-3 multimask) and IoU (B, 4)."""
-        points = None if prompts.points is None else (prompts.points, prompts.labels)
-        sparse, _ = self.prompt_encoder(points=points, boxes=prompts.boxes, masks=None)
+        """Logits (B, 4, N, 16) in SAM's order (0 = single-mask, 1-3 multimask) and IoU (B, 4), for prompts in
+        SAM's sparse layout."""
+        sparse = sparse_embeddings(self.prompt_encoder, coords, labels)
         image_pe = self.prompt_encoder.pe_layer.forward_with_coords(centres, (img_size, img_size))
         src = features + self.prompt_encoder.no_mask_embed.weight.to(features.dtype)
         decoder = self.mask_decoder

@@ -147,6 +147,8 @@ class FoveatedImageEncoder(nn.Module):
     def _pos_integral(self) -> torch.Tensor:
         """Integral image of SAM's frozen pos_embed, recomputed only when the parameter changes."""
         pos = self.encoder.pos_embed
+        if torch.compiler.is_compiling():  # an export traces the computation itself (no data pointer to key on)
+            return integral_image(pos.detach(), first_dim=1)
         key = (pos.device, pos._version, pos.data_ptr())
         if getattr(self, "_pos_cache_key", None) != key:
             self._pos_cache = integral_image(pos.detach(), first_dim=1)
@@ -175,7 +177,7 @@ class FoveatedImageEncoder(nn.Module):
                 v = torch.cat([v, value_bias[None].expand(batch, -1, -1, -1).to(v.dtype)], dim=2)
                 bias = torch.cat([bias.expand(-1, heads, -1, -1), pad_bias], dim=-1)
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias)
-        return attn.proj(out.transpose(1, 2).reshape(batch, num, channels))
+        return attn.proj(torch.cat(out.unbind(1), dim=-1))  # heads side by side: transpose + reshape, exportable
 
     def _padding_bias(
         self, projected_h: torch.Tensor, projected_w: torch.Tensor, geometry: TokenGeometry, window: int

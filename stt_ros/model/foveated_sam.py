@@ -111,16 +111,36 @@ class FoveatedSam(nn.Module):
         """SAM's low-res logit canvas: 4 cells per grid cell."""
         return 4 * self.encoder.grid
 
-    def tokenize(self, image: torch.Tensor, fovea: torch.Tensor) -> FoveatedTokens:
+    def tokenize(
+        self, image: torch.Tensor, fovea: torch.Tensor, image_size: torch.Tensor | None = None
+    ) -> FoveatedTokens:
         return self.pattern.extract(
-            image, fovea, self.img_size, self.sam.pixel_mean.flatten(), self.sam.pixel_std.flatten(), self.tokens
+            image,
+            fovea,
+            self.img_size,
+            self.sam.pixel_mean.flatten(),
+            self.sam.pixel_std.flatten(),
+            self.tokens,
+            image_size,
         )
 
     def forward(self, image: torch.Tensor, prompts: FramedPrompts) -> tuple[torch.Tensor, torch.Tensor]:
         """Low-res logits (B, 4, 4G, 4G) and IoU predictions (B, 4); index 0-2 multimask, 3 single-mask."""
-        tokens = self.tokenize(image, prompts.fovea)
+        return self.segment(image, prompts.fovea, prompts.sparse_coords, prompts.sparse_labels)
+
+    def segment(
+        self,
+        image: torch.Tensor,
+        fovea: torch.Tensor,
+        coords: torch.Tensor,
+        labels: torch.Tensor,
+        image_size: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """`forward` on plain tensors: the resized image (its (h, w) `image_size` when it comes padded to the
+        frame), foveae and prompts in SAM's sparse layout. What the exported ONNX graph computes."""
+        tokens = self.tokenize(image, fovea, image_size)
         features = self.encoder(tokens)
-        logits, iou = self.decoder(features, tokens.centres, tokens.valid, prompts, self.img_size)
+        logits, iou = self.decoder(features, tokens.centres, tokens.valid, coords, labels, self.img_size)
         order = list(SAM_TO_STT_ORDER)
         return self.paint_logits(logits[:, order], tokens), iou[:, order]
 

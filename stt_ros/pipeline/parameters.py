@@ -18,6 +18,7 @@ from stt_ros.pipeline.detections import DETECTION_MODES
 
 IMAGE_TRANSPORTS = ("raw", "compressed")
 DEPTH_MODES = ("off", "on")
+BACKENDS = ("torch", "onnxruntime")
 IMAGE_QOS = ("sensor_data", "reliable")
 RANDOM_CHECKPOINT = "random"
 
@@ -38,6 +39,18 @@ PARAMETERS = (
         "one); 'random' for random weights (smoke tests only)",
     ),
     Parameter("adapter", "", "trained adapter file; empty: the untrained (identity) adapters"),
+    Parameter(
+        "backend",
+        "torch",
+        "torch, or onnxruntime: run the `stt export` graph in `model` (no torch or segment-anything needed)",
+    ),
+    Parameter("model", "", "the .onnx graph for backend onnxruntime; its variant and foveation must match these"),
+    Parameter(
+        "onnx_providers",
+        "tensorrt,cuda,cpu",
+        "ONNX Runtime execution providers, most preferred first; missing ones are skipped with a warning",
+    ),
+    Parameter("trt_engine_cache", "", "TensorRT engine cache directory; empty: a folder in the temp directory"),
     Parameter("device", "auto", "torch device: auto (cuda when available, else cpu), cuda, cuda:1, cpu"),
     Parameter("dtype", "fp32", "fp32, fp16 or bf16 (autocast on GPU)"),
     Parameter("pattern", "stt", "foveation pattern: stt, uniform:G, or strides/grids (1,2,4,6,8/4,4,6,8,10)"),
@@ -112,7 +125,7 @@ class NodeConfig:
         unknown = sorted(set(given) - set(DEFAULTS))
         if unknown:
             raise ValueError(f"unknown parameters {unknown}; known: {', '.join(DEFAULTS)}")
-        from stt_ros.predictor import parse_multimask
+        from stt_ros.prompts import parse_multimask
 
         values = {**DEFAULTS, **given}
         values["multimask"] = parse_multimask(values["multimask"])
@@ -132,6 +145,9 @@ class NodeConfig:
             raise ValueError(
                 f"parameter depth_max ({values['depth_max']}) must be greater than depth_min ({values['depth_min']})"
             )
+        _choice(values, "backend", BACKENDS)
+        if values["backend"] == "onnxruntime":
+            return cls._onnxruntime(values)
         checkpoint = str(values["checkpoint"])
         if values["variant"] != "reference" and not checkpoint:
             raise ValueError(
@@ -143,6 +159,17 @@ class NodeConfig:
         adapter = str(values["adapter"])
         if adapter and not Path(adapter).expanduser().is_file():
             raise ValueError(f"parameter adapter: no file at {adapter!r}; fix the path or leave it empty")
+        return cls(values)
+
+    @classmethod
+    def _onnxruntime(cls, values: dict[str, Any]) -> NodeConfig:
+        model = str(values["model"])
+        if not model:
+            raise ValueError("parameter model is empty: backend onnxruntime runs an `stt export` graph; give its path")
+        if not Path(model).expanduser().is_file():
+            raise ValueError(f"parameter model: no file at {model!r}; export one with `stt export --out {model}`")
+        if int(values["stock_sam_crossover"]) > 0:
+            raise ValueError("parameter stock_sam_crossover needs backend torch (an exported graph has no stock SAM)")
         return cls(values)
 
     def __getattr__(self, name: str) -> Any:
@@ -157,6 +184,15 @@ class NodeConfig:
 
 def load_predictors(config: NodeConfig) -> tuple[Any, Any]:
     """The foveated predictor and, if a crossover is set, stock SAM sharing the same weights."""
+    if config.backend == "onnxruntime":
+        from stt_ros.deploy.runtime import OnnxPredictor
+
+        expect = {key: config.values[key] for key in ("variant", "pattern", "attention", "tokens", "proportional")}
+        providers = [name.strip() for name in str(config.onnx_providers).split(",") if name.strip()]
+        cache = str(Path(config.trt_engine_cache).expanduser()) if config.trt_engine_cache else None
+        predictor = OnnxPredictor(Path(config.model).expanduser(), providers, cache, expect)
+        predictor.mask_threshold = float(config.mask_threshold)
+        return predictor, None
     from stt_ros.predictor import FoveatedPredictor, ReferencePredictor
 
     checkpoint = str(config.checkpoint) or None

@@ -9,6 +9,7 @@ from __future__ import annotations
 import gc
 import re
 import signal
+import sys
 import time
 from collections import defaultdict
 from typing import Any
@@ -168,7 +169,9 @@ class SttNode(LifecycleNode):
         # The listener's subscriptions sit in their own reentrant group: with the multi-threaded executor
         # of `main`, tf keeps arriving while `on_clicked_point` waits for a transform.
         self.tf_listener = TransformListener(self.tf_buffer, self)
-        self.get_logger().info(f"configured: {config.variant} on {self.predictor.device}")
+        for note in getattr(self.predictor, "notes", ()):  # execution providers ONNX Runtime skipped
+            self.get_logger().warning(f"onnxruntime: {note}")
+        self.get_logger().info(f"configured: {config.variant} ({config.backend}) on {self.predictor.device}")
         return TransitionCallbackReturn.SUCCESS
 
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
@@ -244,9 +247,8 @@ class SttNode(LifecycleNode):
         """Drop the model and hand its GPU memory back (cleanup / shutdown / failed configure)."""
         self.predictor = self.stock = self.processor = None
         gc.collect()
-        import torch
-
-        if torch.cuda.is_available():
+        torch = sys.modules.get("torch")  # an onnxruntime backend never imports it
+        if torch is not None and torch.cuda.is_available():
             torch.cuda.empty_cache()
 
     # --- inputs (executor thread) ----------------------------------------------------------------

@@ -1,0 +1,2 @@
+"""Deployment: the foveated model exported as one ONNX graph (`export`) and run by ONNX Runtime without torch
+(`runtime`)."""
