@@ -10,7 +10,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from stt_ros.commands.model_options import CHECKPOINT_HELP, add_device_option
+from stt_ros.commands.model_options import CHECKPOINT_HELP, add_backend_options, add_device_option, onnx_predictor
 from stt_ros.errors import UserError
 from stt_ros.evaluation.scenes import generate_scene
 from stt_ros.evaluation.visualize import foveation_view
@@ -58,6 +58,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--checkpoint", help=CHECKPOINT_HELP)
     parser.add_argument("--adapter", type=Path, help="trained adapter file from `stt train`")
     add_device_option(parser)
+    add_backend_options(parser)
     parser.add_argument("--multimask", default="auto", help="auto, best, largest, single, 0, 1 or 2")
     parser.add_argument("--out", type=Path, default=Path("demo_out"), help="output folder (default: %(default)s)")
     parser.set_defaults(handler=run)
@@ -104,8 +105,9 @@ def run(args: argparse.Namespace) -> int:
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
-        foveated = FoveatedPredictor.build(args.variant, args.checkpoint, args.adapter, args.device)
-    stock = ReferencePredictor(foveated.sam, variant=args.variant)
+        model = FoveatedPredictor.build(args.variant, args.checkpoint, args.adapter, args.device)
+    foveated = onnx_predictor(args) if args.backend == "onnxruntime" else model
+    stock = ReferencePredictor(model.sam, variant=args.variant)
     if args.variant == "reference" and args.checkpoint is None:
         print(REFERENCE_NOTICE)
         print(f"Status: {REFERENCE_STATUS}.")
@@ -135,7 +137,7 @@ def run(args: argparse.Namespace) -> int:
             line += f"  {mask_iou(result.mask, truth[index]):24.3f} / {mask_iou(reference.mask, truth[index]):.3f}"
         print(line)
         cv2.imwrite(str(args.out / f"mask_{index}.png"), result.mask.astype(np.uint8) * 255)
-        view = foveation_view(foveated, image, prompt)
+        view = foveation_view(model, image, prompt)
         cv2.imwrite(str(args.out / f"foveation_{index}.png"), cv2.cvtColor(view, cv2.COLOR_RGB2BGR))
     point_lists = [p.points for p in prompts]
     cv2.imwrite(str(args.out / "overlay.png"), overlay_image(image, [r.mask for r in ours], point_lists))
