@@ -67,23 +67,6 @@ def execution_providers(
     return chosen, notes
 
 
-def read_metadata(path: str | Path) -> dict[str, str]:
-    """The metadata of an exported graph; ValueError when the file is not one."""
-    import onnx
-
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"no ONNX graph at {str(path)!r}; make one with `stt export --out {path}`")
-    try:
-        model = onnx.load_model(str(path), load_external_data=False)
-    except Exception as error:  # protobuf's errors name no file: say which one and what to do
-        raise ValueError(f"{path} is not a readable ONNX file ({type(error).__name__}); export it again") from None
-    metadata = {prop.key: prop.value for prop in model.metadata_props}
-    if metadata.get("format") != FORMAT:
-        raise ValueError(f"{path} is an ONNX graph but not one `stt export` wrote (no {FORMAT} metadata)")
-    return metadata
-
-
 def check_metadata(metadata: Mapping[str, str], expect: Mapping[str, Any], path: str | Path) -> None:
     """Refuse a graph whose variant, pattern or options differ from the ones asked for (unset ones pass)."""
     differing = []
@@ -132,8 +115,8 @@ class OnnxPredictor:
         import onnxruntime
 
         self.path = Path(path)
-        self.metadata = read_metadata(self.path)
-        check_metadata(self.metadata, expect or {}, self.path)
+        if not self.path.is_file():
+            raise FileNotFoundError(f"no ONNX graph at {str(self.path)!r}; make one with `stt export --out {path}`")
         chosen, self.notes = execution_providers(providers, onnxruntime.get_available_providers(), engine_cache)
         options = onnxruntime.SessionOptions()
         if threads:
@@ -141,8 +124,14 @@ class OnnxPredictor:
         options.log_severity_level = 3  # errors only: the notes above say what matters
         try:
             self.session = onnxruntime.InferenceSession(str(self.path), options, providers=chosen)
-        except Exception as error:
-            raise ValueError(f"ONNX Runtime cannot load {self.path}: {' '.join(str(error).split())[:300]}") from None
+        except Exception as error:  # ONNX Runtime's errors are long and name no remedy
+            detail = " ".join(str(error).split())[:200]
+            message = f"{self.path} is not an ONNX graph ONNX Runtime can load ({detail}); export it again"
+            raise ValueError(message) from None
+        self.metadata = dict(self.session.get_modelmeta().custom_metadata_map)
+        if self.metadata.get("format") != FORMAT:
+            raise ValueError(f"{self.path} is an ONNX graph but not one `stt export` wrote (no {FORMAT} metadata)")
+        check_metadata(self.metadata, expect or {}, self.path)
         self.img_size = int(self.metadata["img_size"])
         self.mask_threshold = float(self.metadata["mask_threshold"])
         self.variant = self.metadata["variant"]

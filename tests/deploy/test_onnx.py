@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from stt_ros import Prompt, ReferencePredictor
-from stt_ros.deploy.runtime import OnnxPredictor, check_metadata, execution_providers, read_metadata
+from stt_ros.deploy.runtime import OnnxPredictor, check_metadata, execution_providers
 
 PROMPTS = [
     Prompt(points=[(120.0, 90.0)]),
@@ -56,7 +56,7 @@ def test_the_stock_sam_invariant_holds_through_the_graph(graphs, image, tiny):
 
 def test_the_graph_records_what_it_was_made_from(graphs):
     predictor, path = graphs["reference"]
-    metadata = read_metadata(path)
+    metadata = OnnxPredictor(path, providers=["cpu"]).metadata
     assert metadata["variant"] == "reference" and metadata["pattern"] == predictor.pattern.spec
     assert (metadata["tokens"], metadata["attention"], metadata["proportional"]) == ("pooled", "global", "true")
     assert len(metadata["weights_sha256"]) == 64 and metadata["img_size"] == "1024"
@@ -79,7 +79,8 @@ def test_a_graph_for_other_settings_is_refused(graphs, asked, named):
     _, path = graphs["reference"]
     with pytest.raises(ValueError, match=named):
         OnnxPredictor(path, providers=["cpu"], expect=asked)
-    check_metadata(read_metadata(path), {"variant": "reference", "pattern": "stt", "attention": None}, path)
+    metadata = OnnxPredictor(path, providers=["cpu"]).metadata
+    check_metadata(metadata, {"variant": "reference", "pattern": "stt", "attention": None}, path)
 
 
 def test_bad_files_are_refused_naming_the_file(tmp_path):
@@ -87,7 +88,7 @@ def test_bad_files_are_refused_naming_the_file(tmp_path):
         OnnxPredictor(tmp_path / "missing.onnx")
     corrupt = tmp_path / "corrupt.onnx"
     corrupt.write_bytes(b"\x08\x07not an onnx protobuf at all" * 10)
-    with pytest.raises(ValueError, match=r"corrupt\.onnx is not a readable ONNX file"):
+    with pytest.raises(ValueError, match=r"corrupt\.onnx is not an ONNX graph ONNX Runtime can load"):
         OnnxPredictor(corrupt)
     foreign = tmp_path / "foreign.onnx"
     node = onnx.helper.make_node("Identity", ["x"], ["y"])

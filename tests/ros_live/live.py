@@ -17,7 +17,7 @@ from typing import Any
 import cv2
 import numpy as np
 import rclpy
-from launch.actions import IncludeLaunchDescription
+from launch.actions import GroupAction, IncludeLaunchDescription
 from launch.launch_description_sources import PythonLaunchDescriptionSource
 from launch_ros.substitutions import FindPackageShare
 from lifecycle_msgs.msg import Transition
@@ -66,11 +66,12 @@ def params_file(**values: Any) -> str:
     return str(path)
 
 
-def include_stt(node_name: str, params: str, **remaps: str) -> IncludeLaunchDescription:
-    """The package's own stt.launch.py, as users start it."""
+def include_stt(node_name: str, params: str, **remaps: str) -> GroupAction:
+    """The package's own stt.launch.py, as users start it; scoped, so one node's remaps do not reach the next."""
     launch_file = [FindPackageShare("stt_ros"), "/launch/stt.launch.py"]
     arguments = {"node_name": node_name, "params_file": params, **remaps}
-    return IncludeLaunchDescription(PythonLaunchDescriptionSource(launch_file), launch_arguments=arguments.items())
+    include = IncludeLaunchDescription(PythonLaunchDescriptionSource(launch_file), launch_arguments=arguments.items())
+    return GroupAction([include], scoped=True)
 
 
 def image_message(stamp: Any, encoding: str = "bgr8") -> Image:

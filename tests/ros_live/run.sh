@@ -19,12 +19,15 @@ if [ -z "${ROS_DISTRO:-}" ]; then
   bash "$shared_ros/install.sh" >/dev/null
   # shellcheck disable=SC1091
   source "$shared_ros/env.sh"
-  # The node's Python dependencies, then those of the demo and of `ros2 run stt_ros stt ...`, exactly as
-  # docs/ROS.md installs them on Jazzy (PEP 668: --break-system-packages; numpy stays 1.x for cv_bridge).
+  # The node's Python dependencies, then those of the demo and of `ros2 run stt_ros stt ...`, then the
+  # onnxruntime backend's, exactly as docs/ROS.md installs them on Jazzy (PEP 668: --break-system-packages;
+  # numpy stays 1.x for cv_bridge).
   python3 -m pip install -q --user --break-system-packages -c "$repo/constraints.txt" \
     "numpy<2" torch torchvision segment-anything 2>&1 | (grep -v "^WARNING: " || true)
   python3 -m pip install -q --user --break-system-packages -c "$repo/constraints.txt" \
     "numpy<2" rosbags rosbags-image tqdm matplotlib 2>&1 | (grep -v "^WARNING: " || true)
+  python3 -m pip install -q --user --break-system-packages -c "$repo/constraints.txt" \
+    "numpy<2" onnxruntime 2>&1 | (grep -v "^WARNING: " || true)
 fi
 
 work=$(mktemp -d)

@@ -8,7 +8,10 @@ and `stt_bad` (a checkpoint that does not exist: configure must fail cleanly).
 from __future__ import annotations
 
 import math
+import os
+import subprocess
 import sys
+import tempfile
 import time
 import unittest
 from pathlib import Path
@@ -32,9 +35,18 @@ from vision_msgs.msg import Detection2D, Detection2DArray, Detection3DArray
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import live
 
-NODE, JPEG, BAD = "stt_node", "stt_jpeg", "stt_bad"
+NODE, JPEG, BAD, ONNX = "stt_node", "stt_jpeg", "stt_bad", "stt_onnx"
 # The camera sits 1 m above a "world" origin, looking straight down its own optical z axis.
 CAMERA_IN_WORLD = (0.3, -0.2, 1.0)
+
+
+def export_reference_graph() -> Path:
+    """The reference model as an ONNX graph, exported by the offline tools' Python (it has torch and onnx)."""
+    out = Path(tempfile.mkdtemp(prefix="stt_onnx_")) / "reference.onnx"
+    python = os.environ.get("STT_OFFLINE_PYTHON", sys.executable)
+    command = [python, "-m", "stt_ros.commands.cli", "export", "--variant", "reference", "--out", str(out)]
+    subprocess.run(command, check=True)
+    return out
 
 
 @pytest.mark.launch_test
@@ -53,6 +65,19 @@ def generate_test_description() -> LaunchDescription:
                 prompts="/camera_jpeg/prompts",
                 detections="/camera_jpeg/detections",
                 clicked_point="/camera_jpeg/clicked_point",
+            ),
+            live.include_stt(
+                ONNX,
+                live.params_file(
+                    variant="reference",
+                    backend="onnxruntime",
+                    model=str(export_reference_graph()),
+                    onnx_providers="cuda,cpu",
+                ),
+                image_mouse_left="/onnx/click",
+                prompts="/onnx/prompts",
+                detections="/onnx/detections",
+                clicked_point="/onnx/clicked_point",
             ),
             live.include_stt(
                 BAD,
@@ -86,6 +111,8 @@ class TestNodeLive(unittest.TestCase):
         cls.detections = h.publisher(Detection2DArray, "/detections")
         cls.points = h.publisher(PointStamped, "/clicked_point")
         cls.jpeg_clicks = h.publisher(Point, "/camera_jpeg/click")
+        cls.onnx_clicks = h.publisher(Point, "/onnx/click")
+        h.record(SegmentationArray, f"/{ONNX}/segmentations")
         cls.stamps = []
 
         def camera(stamp) -> None:
@@ -151,6 +178,18 @@ class TestNodeLive(unittest.TestCase):
     def test_01_autostart_brings_both_nodes_to_active(self):
         self.assertTrue(self.h.wait_for_state(f"/{NODE}", "active"))
         self.assertTrue(self.h.wait_for_state(f"/{JPEG}", "active"))
+
+    def test_01b_the_onnxruntime_backend_segments_without_torch_and_names_its_provider(self):
+        self.assertTrue(self.h.wait_for_state(f"/{ONNX}", "active"))
+        u, v = live.OBJECTS[2]
+        self.onnx_clicks.publish(Point(x=u, y=v))
+        _, segmentation = self.segmentation("click1", topic=f"/{ONNX}/segmentations", tracked=False)
+        self.assertGreaterEqual(live.iou(live.mask_of(segmentation), live.object_mask(2)), 0.5)
+        statuses = self.h.wait_for(
+            lambda: [s for a in self.h.messages("/diagnostics") for s in a.status if s.name.startswith(f"{ONNX}: ")]
+        )
+        self.assertEqual(statuses[-1].hardware_id, "CPUExecutionProvider")
+        self.assertTrue(any("CUDAExecutionProvider is not in this onnxruntime" in log for log in self.h.logs(ONNX)))
 
     def test_02_a_missing_checkpoint_fails_configure_and_says_why(self):
         errored = self.h.wait_for(lambda: (self.h.diagnostics(BAD) or (0,))[0] == 2, 10.0)  # 2: ERROR
