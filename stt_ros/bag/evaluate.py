@@ -169,7 +169,7 @@ class Evaluation:
     def on_image(self, message: Message) -> None:
         msg = message.msg
         encoding = getattr(msg, "encoding", None)
-        if encoding is not None and str(encoding).lower() not in SUPPORTED_ENCODINGS:
+        if encoding is not None and str(encoding) not in SUPPORTED_ENCODINGS:
             raise BagError(
                 f"image topic {message.topic}: encoding {encoding!r} is not supported; supported: "
                 f"{', '.join(SUPPORTED_ENCODINGS)} or CompressedImage (JPEG/PNG); "

@@ -27,7 +27,7 @@ if [ -z "${ROS_DISTRO:-}" ]; then
   python3 -m pip install -q --user --break-system-packages -c "$repo/constraints.txt" \
     "numpy<2" rosbags rosbags-image tqdm matplotlib 2>&1 | (grep -v "^WARNING: " || true)
   python3 -m pip install -q --user --break-system-packages -c "$repo/constraints.txt" \
-    "numpy<2" onnxruntime 2>&1 | (grep -v "^WARNING: " || true)
+    "numpy<2" onnxruntime pillow 2>&1 | (grep -v "^WARNING: " || true)
 fi
 
 work=$(mktemp -d)
