@@ -11,6 +11,13 @@ set -eo pipefail
 repo=$(cd "$(dirname "$0")/../.." && pwd)
 shared_ros=${STT_SHARED_ROS2:-$repo/../shared/ros2}
 
+# ROS runs on the system python3: a virtualenv active in this shell (CI's, or yours) must not reach colcon,
+# whose CMake would otherwise generate the messages with the venv's Python.
+if [ -n "${VIRTUAL_ENV:-}" ]; then
+  PATH=$(printf '%s' "$PATH" | tr ':' '\n' | grep -vx "$VIRTUAL_ENV/bin" | paste -sd: -)
+  unset VIRTUAL_ENV PYTHONHOME
+fi
+
 if [ -z "${ROS_DISTRO:-}" ]; then
   if [ ! -f "$shared_ros/env.sh" ]; then
     echo "ROS tests skipped: no ROS 2 here (source /opt/ros/<distro>/setup.bash first to run them)"
