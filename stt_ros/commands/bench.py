@@ -15,7 +15,13 @@ import numpy as np
 import torch
 
 from stt_ros.commands.demo import BUILTIN_SEED, load_image
-from stt_ros.commands.model_options import BACKENDS, add_device_option, add_model_options, onnx_predictor
+from stt_ros.commands.model_options import (
+    BACKENDS,
+    add_device_option,
+    add_graph_options,
+    add_model_options,
+    onnx_predictor,
+)
 from stt_ros.evaluation.bench import run_bench
 from stt_ros.evaluation.scenes import generate_scene
 from stt_ros.model.checkpoints import VARIANTS
@@ -62,11 +68,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "export` graph: --model, else one exported from these settings first); one backend is timed against "
         "stock SAM, several side by side (default: torch)",
     )
-    parser.add_argument("--model", type=Path, help="the .onnx graph for the onnxruntime backend")
-    parser.add_argument(
-        "--providers", default="tensorrt,cuda,cpu", help="ONNX Runtime execution providers (default: %(default)s)"
-    )
-    parser.add_argument("--trt-cache", type=Path, help="TensorRT engine cache directory (default: a temp folder)")
+    add_graph_options(parser)
     parser.add_argument(
         "--node",
         action="store_true",

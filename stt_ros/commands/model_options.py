@@ -88,7 +88,12 @@ def add_backend_options(parser: argparse.ArgumentParser) -> None:
         help="torch (the model itself) or onnxruntime (an `stt export` graph, --model; no torch needed to run it) "
         "(default: %(default)s)",
     )
-    parser.add_argument("--model", type=Path, help="the .onnx graph for --backend onnxruntime (from `stt export`)")
+    add_graph_options(parser)
+
+
+def add_graph_options(parser: argparse.ArgumentParser) -> None:
+    """--model, --providers and --trt-cache: the exported graph the onnxruntime backend runs, and how."""
+    parser.add_argument("--model", type=Path, help="the .onnx graph for the onnxruntime backend (from `stt export`)")
     parser.add_argument(
         "--providers",
         default="tensorrt,cuda,cpu",
