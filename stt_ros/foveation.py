@@ -277,9 +277,9 @@ def integral_image(values: torch.Tensor, first_dim: int = 0, dtype: torch.dtype 
     """Integral image over dims `first_dim` and `first_dim + 1`, with a leading zero row and column.
 
     float64 by default so that a one-cell box reads its cell back to float32 precision, which the
-    stock-SAM invariant needs; int64 for exact pixel sums.
+    stock-SAM invariant needs; integers for exact pixel sums (torch's cumsum would widen int32 to int64).
     """
-    out = values.to(dtype).cumsum(first_dim).cumsum(first_dim + 1)
+    out = values.to(dtype).cumsum(first_dim, dtype=dtype).cumsum(first_dim + 1, dtype=dtype)
     return F.pad(out, [0, 0] * (values.ndim - first_dim - 2) + [1, 0, 1, 0])
 
 
@@ -378,16 +378,18 @@ def _pooled_sums(
     counts of in-image pixels; the image ends at `size` (h, w) if given, else at its own edge."""
     h, w = image.shape[:2]
     rows, cols = -(-h // t), -(-w // t)
-    padded = torch.zeros((rows * t, cols * t, 4), dtype=torch.int64, device=image.device)
-    padded[:h, :w, :3] = image
+    pixels = image.to(torch.int32)  # sums stay below 255 * h * w < 2**31: int32 halves the memory traffic
     if size is None:
-        padded[:h, :w, 3] = 1  # in-image indicator: its sums are the counts
+        inside = torch.ones((h, w, 1), dtype=torch.int32, device=image.device)
     else:  # tensor bounds: the exported graph's image size is an input
-        arange = torch.arange(max(h, w), device=image.device)
-        padded[:h, :w, 3] = ((arange[:h, None] < size[0]) & (arange[None, :w] < size[1])).to(torch.int64)
-        padded[:h, :w, :3] *= padded[:h, :w, 3:]
+        steps = torch.arange(max(h, w), device=image.device)
+        inside = ((steps[:h, None] < size[0]) & (steps[None, :w] < size[1])).to(torch.int32)[..., None]
+        pixels = pixels * inside
+    # The in-image indicator as a fourth channel: its sums are the counts. Built without in-place slices,
+    # which an exported graph would turn into full-frame scatters.
+    padded = F.pad(torch.cat([pixels, inside], dim=-1), (0, 0, 0, cols * t - w, 0, rows * t - h))
     phases = padded.reshape(rows, t, cols, t, 4).permute(0, 2, 1, 3, 4)  # (rows, cols, T, T, 4)
-    integral = integral_image(phases, dtype=torch.int64)
+    integral = integral_image(phases, dtype=torch.int32)
     cells = torch.div(corners, t, rounding_mode="floor")
     y0 = cells[..., 1].clamp(0, rows)
     x0 = cells[..., 0].clamp(0, cols)

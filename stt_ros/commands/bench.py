@@ -174,8 +174,16 @@ def backend_makers(args: argparse.Namespace, foveated: FoveatedPredictor) -> dic
             )  # fmt: skip
         else:
             graph = args.model or _export(foveated)  # exported before any timing
-            makers["onnxruntime"] = lambda graph=graph: onnx_predictor(args, graph, args.threads)
+            label = "onnxruntime" + (" int8" if "int8" in _quantization(graph) else "")
+            makers[label] = lambda graph=graph: onnx_predictor(args, graph, args.threads)
     return makers
+
+
+def _quantization(graph: Path) -> str:
+    import onnx
+
+    metadata = onnx.load_model(str(graph), load_external_data=False).metadata_props
+    return next((prop.value for prop in metadata if prop.key == "quantization"), "none")
 
 
 def _export(foveated: FoveatedPredictor) -> Path:

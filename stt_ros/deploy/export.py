@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
+import tempfile
 import warnings
 from pathlib import Path
 
@@ -97,10 +99,19 @@ def example_inputs(model: FoveatedSam) -> tuple[torch.Tensor, ...]:
     )
 
 
-def export_graph(predictor: FoveatedPredictor, out: str | Path, opset: int = OPSET) -> Path:
-    """Write `predictor`'s foveated model (fp32, on the CPU) to `out` as one ONNX graph with its metadata."""
+QUANTIZATIONS = ("none", "int8")
+
+
+def export_graph(predictor: FoveatedPredictor, out: str | Path, opset: int = OPSET, quantize: str = "none") -> Path:
+    """Write `predictor`'s foveated model (on the CPU) to `out` as one ONNX graph with its metadata.
+
+    `quantize="int8"` stores the matrix products' weights as int8 (ONNX Runtime's dynamic quantisation): about
+    twice as fast on a CPU, at a measured cost in agreement with the fp32 graph (README); never the default.
+    """
     if opset < 17:
         raise ValueError(f"opset {opset} is too old: the graph needs ONNX opset 17 or newer")
+    if quantize not in QUANTIZATIONS:
+        raise ValueError(f"quantize must be one of {', '.join(QUANTIZATIONS)}, got {quantize!r}")
     model = predictor.model.eval()
     graph = FoveatedGraph(model).eval()
     batch = torch.export.Dim("prompts", min=1, max=MAX_PROMPTS)
@@ -120,6 +131,18 @@ def export_graph(predictor: FoveatedPredictor, out: str | Path, opset: int = OPS
             dynamic_shapes=dynamic,
             verbose=False,
         )
-    program.model.metadata_props.update(graph_metadata(predictor))
-    program.save(out)  # weights in a side file only past protobuf's 2 GB (vit_h)
+    program.model.metadata_props.update({**graph_metadata(predictor), "quantization": quantize})
+    if quantize == "none":
+        program.save(out)  # weights in a side file only past protobuf's 2 GB (vit_h)
+        return out
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    with tempfile.TemporaryDirectory() as work:
+        program.save(Path(work) / "fp32.onnx")
+        logging.disable(logging.WARNING)  # the quantiser's advice to pre-process goes to the root logger
+        try:
+            fp32 = Path(work) / "fp32.onnx"
+            quantize_dynamic(fp32, out, weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul"])
+        finally:
+            logging.disable(logging.NOTSET)
     return out

@@ -149,7 +149,7 @@ class OnnxPredictor:
     @property
     def settings(self) -> dict:
         """The foveated configuration in the graph, as `FoveatedPredictor.settings` gives it."""
-        return {key: self.metadata[key] for key in ("pattern", "attention", "tokens", "proportional")}
+        return {key: self.metadata[key] for key in ("pattern", "attention", "tokens", "proportional", "quantization")}
 
     def predict_logits(self, image: np.ndarray, prompts: Sequence[Prompt]) -> tuple[np.ndarray, np.ndarray]:
         """All four outputs: low-res logits (P, 4, S4, S4) and IoU predictions (P, 4), in prompt order."""

@@ -201,3 +201,16 @@ def test_eval_bag_runs_the_graph(graphs, tmp_path, capsys):
     metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
     assert metrics["frames"] == 2 and metrics["iou"]["count"] > 0
     assert metrics["run"]["device"] == "CPUExecutionProvider" and metrics["run"]["backend"].startswith("onnxruntime")
+
+
+def test_an_int8_graph_says_so_and_stays_close(graphs, image, tmp_path):
+    from stt_ros.deploy.export import export_graph
+
+    predictor, path = graphs["reference"]
+    quantized = OnnxPredictor(export_graph(predictor, tmp_path / "int8.onnx", quantize="int8"), providers=["cpu"])
+    assert quantized.settings["quantization"] == "int8"
+    assert OnnxPredictor(path, providers=["cpu"]).settings["quantization"] == "none"
+    ours, fp32 = quantized.predict(image, PROMPTS), OnnxPredictor(path, providers=["cpu"]).predict(image, PROMPTS)
+    assert np.mean([iou(a.mask, b.mask) for a, b in zip(ours, fp32, strict=True)]) >= 0.9
+    with pytest.raises(ValueError, match="quantize must be one of none, int8"):
+        export_graph(predictor, tmp_path / "x.onnx", quantize="int4")
