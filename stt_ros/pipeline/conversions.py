@@ -204,8 +204,9 @@ def mask_crop(mask: np.ndarray) -> Crop:
     rows = np.flatnonzero(mask.any(axis=1))
     if rows.size == 0:
         return (0, 0, 0, 0), np.zeros((0, 0), dtype=bool)
-    cols = np.flatnonzero(mask.any(axis=0))
-    y0, y1, x0, x1 = int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
+    y0, y1 = int(rows[0]), int(rows[-1]) + 1
+    cols = np.flatnonzero(mask[y0:y1].any(axis=0))  # only the rows the mask spans
+    x0, x1 = int(cols[0]), int(cols[-1]) + 1
     return (x0, y0, x1 - x0, y1 - y0), mask[y0:y1, x0:x1]
 
 
