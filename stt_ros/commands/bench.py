@@ -65,8 +65,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         type=parse_backends,
         default=[("torch", None)],
         help="how to run the foveated model: torch (with --dtype), torch:bf16 (any dtype), onnxruntime (an `stt "
-        "export` graph: --model, else one exported from these settings first); one backend is timed against "
-        "stock SAM, several side by side (default: torch)",
+        "export` graph: --model, else one exported from these settings first), onnxruntime:int8 (exported with "
+        "--quantize int8); one backend is timed against stock SAM, several side by side (default: torch)",
     )
     add_graph_options(parser)
     parser.add_argument(
@@ -94,15 +94,16 @@ def parse_size(text: str) -> tuple[int, int]:
 
 
 def parse_backends(text: str) -> list[tuple[str, str | None]]:
-    """"torch,torch:bf16,onnxruntime" → [(backend, dtype or None)]; ArgumentTypeError naming a bad one."""
+    """"torch,torch:bf16,onnxruntime,onnxruntime:int8" → [(backend, dtype or quantisation or None)]."""
+    options = {"torch": ("fp32", "bf16", "fp16"), "onnxruntime": ("int8",)}
     backends = []
     for item in (part.strip() for part in text.split(",") if part.strip()):
-        name, _, dtype = item.partition(":")
-        if name not in BACKENDS or (dtype and (name != "torch" or dtype not in ("fp32", "bf16", "fp16"))):
+        name, _, option = item.partition(":")
+        if name not in BACKENDS or (option and option not in options[name]):
             raise argparse.ArgumentTypeError(
-                f"backend {item!r}: use torch, torch:fp32, torch:bf16, torch:fp16 or onnxruntime"
+                f"backend {item!r}: use torch, torch:fp32, torch:bf16, torch:fp16, onnxruntime or onnxruntime:int8"
             )
-        backends.append((name, dtype or None))
+        backends.append((name, option or None))
     if not backends:
         raise argparse.ArgumentTypeError("--backend needs at least one backend")
     return backends
@@ -165,33 +166,27 @@ def run_node(args: argparse.Namespace) -> int:
 def backend_makers(args: argparse.Namespace, foveated: FoveatedPredictor) -> dict[str, Callable[[], Any]]:
     """How to build each asked-for backend; the onnxruntime graph is exported from `foveated` unless given."""
     makers: dict[str, Callable[[], Any]] = {}
-    for name, dtype in args.backend:
+    for name, option in args.backend:
         if name == "torch":
-            dtype = dtype or args.dtype
+            dtype = option or args.dtype
             makers[f"torch {dtype}"] = lambda dtype=dtype: FoveatedPredictor(
                 foveated.sam, args.pattern, args.attention, args.tokens, args.proportional, dtype=dtype,
                 variant=args.variant,
             )  # fmt: skip
         else:
-            graph = args.model or _export(foveated)  # exported before any timing
-            label = "onnxruntime" + (" int8" if "int8" in _quantization(graph) else "")
+            quantize = option or "none"
+            graph = args.model if args.model and quantize == "none" else _export(foveated, quantize)
+            label = "onnxruntime" + (" int8" if quantize == "int8" else "")
             makers[label] = lambda graph=graph: onnx_predictor(args, graph, args.threads)
     return makers
 
 
-def _quantization(graph: Path) -> str:
-    import onnx
-
-    metadata = onnx.load_model(str(graph), load_external_data=False).metadata_props
-    return next((prop.value for prop in metadata if prop.key == "quantization"), "none")
-
-
-def _export(foveated: FoveatedPredictor) -> Path:
+def _export(foveated: FoveatedPredictor, quantize: str) -> Path:
     from stt_ros.deploy.export import export_graph
 
-    path = Path(tempfile.mkdtemp(prefix="stt_bench_")) / "model.onnx"
+    path = Path(tempfile.mkdtemp(prefix="stt_bench_")) / f"model_{quantize}.onnx"
     began = time.monotonic()
-    export_graph(foveated, path)
+    export_graph(foveated, path, quantize=quantize)
     print(f"exported {path} in {time.monotonic() - began:.0f} s (not part of the first call below)")
     return path
 
