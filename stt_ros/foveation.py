@@ -13,8 +13,12 @@ from dataclasses import dataclass
 
 import cv2
 import numpy as np
-import torch
-import torch.nn.functional as F
+
+try:
+    import torch
+    import torch.nn.functional as F
+except ImportError:  # the onnxruntime backend runs without torch: patterns as geometry only, no extraction
+    torch = F = None
 
 TOKEN_MODES = ("pixel", "pooled")
 # The zero-shot winner of `stt variants` on the reference model (README, "Reference model"): pooled coarse
@@ -273,12 +277,13 @@ class FoveationPattern:
         return (painted * std + mean).round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1)
 
 
-def integral_image(values: torch.Tensor, first_dim: int = 0, dtype: torch.dtype = torch.float64) -> torch.Tensor:
+def integral_image(values: torch.Tensor, first_dim: int = 0, dtype: torch.dtype | None = None) -> torch.Tensor:
     """Integral image over dims `first_dim` and `first_dim + 1`, with a leading zero row and column.
 
     float64 by default so that a one-cell box reads its cell back to float32 precision, which the
     stock-SAM invariant needs; integers for exact pixel sums (torch's cumsum would widen int32 to int64).
     """
+    dtype = torch.float64 if dtype is None else dtype
     out = values.to(dtype).cumsum(first_dim, dtype=dtype).cumsum(first_dim + 1, dtype=dtype)
     return F.pad(out, [0, 0] * (values.ndim - first_dim - 2) + [1, 0, 1, 0])
 

@@ -130,7 +130,7 @@ def test_the_runtime_needs_neither_torch_nor_segment_anything(graphs, image, tmp
         "import numpy as np\n"
         "from stt_ros.deploy.runtime import OnnxPredictor\n"
         "from stt_ros.prompts import Prompt\n"
-        f"graph = OnnxPredictor({str(path)!r}, providers=['cpu'])\n"
+        f"graph = OnnxPredictor({str(path)!r}, providers=['cpu'], expect={{'pattern': 'stt', 'tokens': 'pooled'}})\n"
         f"result = graph.predict(np.load({str(tmp_path / 'image.npy')!r}), [Prompt(points=[(50.0, 60.0)])])\n"
         "print(result[0].mask.shape, graph.provider)\n"
     )
