@@ -19,7 +19,7 @@ from segment_anything.modeling import Sam
 
 from stt_ros.foveation import DEFAULT_TOKENS, FoveationPattern
 from stt_ros.frame import FramedImage, FramedPrompts, SamFrame
-from stt_ros.model.checkpoints import load_sam
+from stt_ros.model.checkpoints import NO_ADAPTER, default_adapter, load_sam
 from stt_ros.model.encoder import DEFAULT_ATTENTION, DEFAULT_PROPORTIONAL, DEFAULT_WINDOW_PADDING
 from stt_ros.model.foveated_sam import SAM_TO_STT_ORDER, FoveatedSam, model_options, read_adapter_file
 from stt_ros.prompts import Prompt, validate_prompts
@@ -200,6 +200,7 @@ class FoveatedPredictor(_Predictor):
         if isinstance(pattern, str):
             pattern = FoveationPattern.parse(pattern)
         self.variant = variant
+        self.adapter = NO_ADAPTER  # the adapter file whose weights it runs (set by `with_adapter`)
         self.model = FoveatedSam(
             sam,
             pattern=pattern,
@@ -219,11 +220,22 @@ class FoveatedPredictor(_Predictor):
         device: str | torch.device | None = None,
         **options,
     ) -> FoveatedPredictor:
-        """Load `variant` ("vit_b", "vit_l", "vit_h" with a checkpoint path or "random"; "reference")."""
+        """Load `variant` ("vit_b", "vit_l", "vit_h" with a checkpoint path or "random"; "reference").
+
+        `adapter`: a trained adapter file; None: the shipped one where it fits (the shipped reference weights,
+        `checkpoint.default_adapter`), else none; "none": the untrained adapters (the zero-shot model).
+        """
         sam = load_sam(variant, checkpoint, resolve_device(device))
-        if adapter is not None:
-            return cls.with_adapter(sam, adapter, variant, **options)
-        return cls(sam, variant=variant, **options)
+        if adapter is None:
+            shipped = default_adapter(variant, checkpoint)
+            if shipped is not None:
+                try:
+                    return cls.with_adapter(sam, shipped, variant, **options)
+                except ValueError as error:
+                    raise ValueError(f"{error}, or pass adapter='{NO_ADAPTER}' for untrained adapters") from None
+        if adapter is None or str(adapter) == NO_ADAPTER:
+            return cls(sam, variant=variant, **options)
+        return cls.with_adapter(sam, adapter, variant, **options)
 
     @classmethod
     def with_adapter(cls, sam: Sam, adapter: str | Path, variant: str, **options) -> FoveatedPredictor:
@@ -234,6 +246,7 @@ class FoveatedPredictor(_Predictor):
         options = {**model_options(read_adapter_file(adapter)["config"]), **options}
         predictor = cls(sam, variant=variant, **options)
         predictor.model.load_adapters(adapter, variant)
+        predictor.adapter = str(adapter)
         return predictor
 
     @property
