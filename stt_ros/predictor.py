@@ -8,6 +8,7 @@ the many-prompts-per-image case where encoding once is cheaper.
 from __future__ import annotations
 
 import contextlib
+import logging
 from collections import defaultdict
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -19,10 +20,12 @@ from segment_anything.modeling import Sam
 from stt_ros.foveation import DEFAULT_TOKENS, FoveationPattern
 from stt_ros.frame import FramedImage, FramedPrompts, SamFrame
 from stt_ros.geometry import resized_shape
-from stt_ros.model.checkpoints import load_sam
+from stt_ros.model.checkpoints import NO_ADAPTER, default_adapter, load_sam
 from stt_ros.model.encoder import DEFAULT_ATTENTION, DEFAULT_PROPORTIONAL, DEFAULT_WINDOW_PADDING
 from stt_ros.model.foveated_sam import SAM_TO_STT_ORDER, FoveatedSam, model_options, read_adapter_file
 from stt_ros.prompts import Prompt, SegmentationResult, choose_outputs, parse_multimask, validate_prompts
+
+LOGGER = logging.getLogger(__name__)
 
 FOVEATION_SETTINGS = ("pattern", "attention", "tokens", "proportional")
 """The foveated model's settings a user chooses (command-line options, node parameters, recorded with results)."""
@@ -177,6 +180,7 @@ class FoveatedPredictor(_Predictor):
         if isinstance(pattern, str):
             pattern = FoveationPattern.parse(pattern)
         self.variant = variant
+        self.adapter = NO_ADAPTER  # the adapter file whose weights it runs (set by `with_adapter`)
         self.model = FoveatedSam(
             sam,
             pattern=pattern,
@@ -196,11 +200,28 @@ class FoveatedPredictor(_Predictor):
         device: str | torch.device | None = None,
         **options,
     ) -> FoveatedPredictor:
-        """Load `variant` ("vit_b", "vit_l", "vit_h" with a checkpoint path or "random"; "reference")."""
+        """Load `variant` ("vit_b", "vit_l", "vit_h" with a checkpoint path or "random"; "reference").
+
+        `adapter`: a trained adapter file; "none": the untrained adapters (the zero-shot model); None: the
+        shipped adapter where there is one for these weights (`checkpoints.default_adapter`) and `options` ask
+        for nothing it was not trained for, else the untrained adapters (an explicit setting wins, with a warning).
+        """
         sam = load_sam(variant, checkpoint, resolve_device(device))
-        if adapter is not None:
-            return cls.with_adapter(sam, adapter, variant, **options)
-        return cls(sam, variant=variant, **options)
+        if adapter is None:
+            adapter = default_adapter(variant, checkpoint) or NO_ADAPTER
+            if adapter != NO_ADAPTER:
+                differing = _differing_options(model_options(read_adapter_file(adapter)["config"]), options)
+                if differing:
+                    LOGGER.warning(
+                        "the shipped adapter %s was trained for other settings (%s): running untrained adapters "
+                        "(zero-shot); leave those settings at their defaults to use it",
+                        adapter,
+                        differing,
+                    )
+                    adapter = NO_ADAPTER
+        if str(adapter) == NO_ADAPTER:
+            return cls(sam, variant=variant, **options)
+        return cls.with_adapter(sam, adapter, variant, **options)
 
     @classmethod
     def with_adapter(cls, sam: Sam, adapter: str | Path, variant: str, **options) -> FoveatedPredictor:
@@ -211,6 +232,7 @@ class FoveatedPredictor(_Predictor):
         options = {**model_options(read_adapter_file(adapter)["config"]), **options}
         predictor = cls(sam, variant=variant, **options)
         predictor.model.load_adapters(adapter, variant)
+        predictor.adapter = str(adapter)
         return predictor
 
     @property
@@ -261,3 +283,16 @@ class ReferencePredictor(_Predictor):
         )
         order = list(SAM_TO_STT_ORDER)
         return logits[:, order], iou[:, order]
+
+
+def _differing_options(trained: dict, asked: dict) -> str:
+    """The settings in `asked` that an adapter trained with `trained` does not fit, as 'name: asked' pairs."""
+    differing = []
+    for key, value in asked.items():
+        if key not in trained:
+            continue
+        if key == "pattern" and isinstance(value, str):
+            value = FoveationPattern.parse(value)
+        if value != trained[key]:
+            differing.append(f"{key}: {value.spec if key == 'pattern' else value}")
+    return ", ".join(differing)

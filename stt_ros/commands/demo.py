@@ -10,7 +10,13 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from stt_ros.commands.model_options import CHECKPOINT_HELP, add_backend_options, add_device_option, onnx_predictor
+from stt_ros.commands.model_options import (
+    ADAPTER_HELP,
+    CHECKPOINT_HELP,
+    add_backend_options,
+    add_device_option,
+    onnx_predictor,
+)
 from stt_ros.errors import UserError
 from stt_ros.evaluation.scenes import generate_scene
 from stt_ros.evaluation.visualize import foveation_view
@@ -56,7 +62,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--variant", default="reference", choices=VARIANTS, help="SAM variant (default: %(default)s)")
     parser.add_argument("--checkpoint", help=CHECKPOINT_HELP)
-    parser.add_argument("--adapter", type=Path, help="trained adapter file from `stt train`")
+    parser.add_argument("--adapter", help=ADAPTER_HELP)
     add_device_option(parser)
     add_backend_options(parser)
     parser.add_argument("--multimask", default="auto", help="auto, best, largest, single, 0, 1 or 2")

@@ -8,6 +8,7 @@ from pathlib import Path
 from stt_ros.bag.evaluate import EvalOptions, check_inputs, run_evaluation
 from stt_ros.bag.reader import Bag
 from stt_ros.commands.model_options import (
+    ADAPTER_HELP,
     CHECKPOINT_HELP,
     add_backend_options,
     add_device_option,
@@ -57,7 +58,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--out", type=Path, default=Path("eval_out"), help="output directory (default: %(default)s)")
     parser.add_argument("--variant", choices=VARIANTS, default="reference", help="default: %(default)s")
     parser.add_argument("--checkpoint", help=CHECKPOINT_HELP)
-    parser.add_argument("--adapter", help="trained adapter weights for the variant")
+    parser.add_argument("--adapter", help=ADAPTER_HELP)
     add_model_options(parser, adapter_decides=True)
     add_device_option(parser)
     add_backend_options(parser)
@@ -97,7 +98,6 @@ def run(args: argparse.Namespace) -> int:
         model={
             "variant": args.variant,
             "checkpoint": args.checkpoint or "shipped",
-            "adapter": args.adapter or "none",
         },
     )
     with Bag(options.bag) as bag:
@@ -111,6 +111,7 @@ def run(args: argparse.Namespace) -> int:
                 args.variant, args.checkpoint, args.adapter, args.device, **chosen_model_options(args)
             )
             stock = ReferencePredictor(predictor.sam, variant=args.variant) if args.compare_sam else None
+            options.model["adapter"] = predictor.adapter
         options.model.update(device=predictor.device, **{key: str(value) for key, value in predictor.settings.items()})
         metrics = run_evaluation(options, predictor, stock, bag)
     iou, agreement, latency = metrics["iou"], metrics["sam_agreement"], metrics["timing"]["frame_latency"]

@@ -6,7 +6,7 @@ import argparse
 import time
 from pathlib import Path
 
-from stt_ros.commands.model_options import CHECKPOINT_HELP, add_model_options, chosen_model_options
+from stt_ros.commands.model_options import ADAPTER_HELP, CHECKPOINT_HELP, add_model_options, chosen_model_options
 from stt_ros.model.checkpoints import VARIANTS
 
 
@@ -32,7 +32,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--variant", choices=VARIANTS, default="reference", help="SAM variant (default: %(default)s)")
     parser.add_argument("--checkpoint", help=CHECKPOINT_HELP)
-    parser.add_argument("--adapter", help="trained adapter file; its settings become the graph's")
+    parser.add_argument("--adapter", help=ADAPTER_HELP)
     add_model_options(parser, adapter_decides=True)
     parser.add_argument("--opset", type=int, default=18, help="ONNX opset, 17 or newer (default: %(default)s)")
     parser.add_argument(

@@ -15,6 +15,10 @@ CHECKPOINT_HELP = (
     "official SAM .pth for vit_b/l/h; for the reference variant, a `stt train-reference` weights file "
     "(default: the shipped one); 'random' for random weights (timing and smoke tests only: masks are noise)"
 )
+ADAPTER_HELP = (
+    "trained adapter file (stt train); its settings become the model's. Unset: the shipped adapter with the shipped "
+    "reference weights, else none; 'none': untrained adapters (the zero-shot model)"
+)
 
 
 def add_device_option(parser: argparse.ArgumentParser, default: str = "auto") -> None:

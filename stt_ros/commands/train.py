@@ -7,8 +7,11 @@ import os
 import time
 
 from stt_ros.commands.model_options import CHECKPOINT_HELP, add_device_option, add_model_options
+from stt_ros.model.adapters import GEOMETRY_INPUTS, PATCH_ADAPTERS
 from stt_ros.model.foveated_sam import DECODER_MODES
-from stt_ros.train.distill import DistillConfig, default_model_options
+from stt_ros.train.distill import TARGETS, DistillConfig, default_model_options
+from stt_ros.train.features import FEATURE_LOSSES
+from stt_ros.train.reference import PRECISIONS
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -18,10 +21,28 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description=(
             "Train the patch and position adapters (optionally the mask decoder) of a frozen SAM so the "
             "foveated model agrees with SAM on the full frame. DATA is an image folder or a ROS 2 bag "
-            "(distillation, no labels), a COCO-style .json (supervised), or 'synthetic'. Writes OUT (the "
+            "(distillation, no labels), a COCO-style .json (supervised), or 'synthetic'. The teacher (SAM on the "
+            "full frame) encodes each image once into a cache reused by later runs. Writes OUT (the "
             "adapter file for FoveatedPredictor.build(adapter=OUT) and the node), OUT.ckpt and "
             "OUT_curves.png. Multi-GPU: torchrun --nproc_per_node N -m stt_ros.commands.cli train ..."
         ),
+        epilog=(
+            "targets:\n"
+            "  teacher           the student's mask at the teacher's chosen output vs the teacher's mask, + IoU MSE\n"
+            "  features          every valid token's encoder output vs the teacher's image embedding averaged over\n"
+            "                    the token's footprint (s x s cells at stride s; its own cell at stride 1): a dense\n"
+            "                    target for all 172 tokens of every prompt (--feature-loss mse|cosine)\n"
+            "  teacher+features  both; the mask and IoU terms times --mask-weight\n"
+            "  labels            SAM's loss against ground-truth masks (COCO, synthetic)\n"
+            "Train the decoder with the masks (--decoder full): on the reference model the mask term gains +0.01\n"
+            "mIoU and features alone lose 0.02; docs/TRAINING.md has the table and why.\n"
+            "\n"
+            "example (the shipped reference adapter, 50 min on one CPU thread; docs/TRAINING.md):\n"
+            "  stt train --variant reference --data synthetic --synthetic-images 300 --val-images 16 --prompts 8 \\\n"
+            "      --precision bf16 --threads 1 --target teacher+features --decoder full --iou-weight 10 --focal 0 \\\n"
+            "      --lr 3e-4 --warmup 50 --steps 1500 --eval-every 250 --half --out reference_adapter.pt"
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     run_defaults, model = DistillConfig(), default_model_options()
     parser.add_argument("--variant", default="reference", help="vit_b, vit_l, vit_h or reference")
@@ -35,9 +56,34 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--resume", action="store_true", help="continue from OUT.ckpt if it exists")
     parser.add_argument(
         "--target",
-        choices=("auto", "teacher", "labels"),
+        choices=("auto", *TARGETS),
         default="auto",
-        help="teacher: distil; labels: supervised (auto: labels for COCO, teacher otherwise)",
+        help="what the student learns (see below; auto: labels for COCO, teacher otherwise)",
+    )
+    parser.add_argument(
+        "--feature-loss",
+        choices=FEATURE_LOSSES,
+        default=run_defaults.feature_loss,
+        help="feature error: squared error over the teacher embedding's per-channel variance, or 1 - cosine "
+        "(default: %(default)s)",
+    )
+    parser.add_argument(
+        "--mask-weight",
+        type=float,
+        default=run_defaults.mask_weight,
+        help="weight of the mask and IoU terms with --target teacher+features (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--teacher-cache",
+        help="folder of the teacher's cached image embeddings, made for one set of SAM weights "
+        "(default: $XDG_CACHE_HOME/stt_ros/teacher/VARIANT-HASH, ~/.cache if unset); about 1.6 MB per image "
+        "for the reference model, 2.1 MB for vit_b/l/h",
+    )
+    parser.add_argument(
+        "--init",
+        default=run_defaults.init,
+        help="start from this adapter file (e.g. a feature-distilled one, before training the decoder on masks); "
+        "its settings must match, except the decoder's",
     )
     parser.add_argument("--steps", type=int, default=run_defaults.steps, help="optimizer steps")
     parser.add_argument(
@@ -70,6 +116,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="share of uniform (vs in-mask) points",
     )
     parser.add_argument(
+        "--boundary-fraction",
+        type=float,
+        default=run_defaults.boundary_fraction,
+        help="share of points on the boundaries of the teacher's masks (the rest inside them)",
+    )
+    parser.add_argument(
         "--iou-weight",
         type=float,
         default=run_defaults.iou_weight,
@@ -97,10 +149,33 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     add_model_options(parser)
     parser.add_argument(
-        "--patch-rank", type=int, default=model["patch_rank"], help="rank of the patch projection adapter"
+        "--patch-adapter",
+        choices=PATCH_ADAPTERS,
+        default=model["patch_adapter"],
+        help="patch projection adapter per level: a low-rank linear map, or an MLP (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--patch-rank",
+        type=int,
+        default=model["patch_rank"],
+        help="rank of the patch projection adapter (the MLP's hidden width) (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--geometry-inputs",
+        choices=GEOMETRY_INPUTS,
+        default=model["geometry_inputs"],
+        help="what the geometric encoding MLP sees: position (centre, log2 stride), or fovea (also the token's "
+        "offset from the fovea and its level) (default: %(default)s)",
     )
     parser.add_argument(
         "--geometry-hidden", type=int, default=model["geometry_hidden"], help="width of the geometric encoding MLP"
+    )
+    parser.add_argument(
+        "--encoder-lora",
+        type=int,
+        default=model["encoder_lora"],
+        help="rank of a trainable low-rank update of every encoder block's qkv projection; SAM's weights stay "
+        "frozen (default: %(default)s, none)",
     )
     parser.add_argument(
         "--decoder",
@@ -110,7 +185,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--decoder-rank", type=int, default=model["decoder_rank"], help="rank with --decoder lowrank")
     add_device_option(parser)
+    parser.add_argument(
+        "--precision",
+        choices=PRECISIONS,
+        default=run_defaults.precision,
+        help="training forward pass: bf16 autocast, fp32, or auto (bf16 on CUDA, fp32 on CPU); bf16 is about "
+        "1.4x faster on CPUs with AVX512-BF16 (validation always runs as deployed)",
+    )
     parser.add_argument("--threads", type=int, default=1, help="CPU threads for torch (default 1: shared cores)")
+    parser.add_argument(
+        "--half", action="store_true", help="store the adapter file's tensors in fp16 (half the size, to ship it)"
+    )
     parser.set_defaults(handler=run)
 
 
@@ -138,8 +223,13 @@ def run(args: argparse.Namespace) -> int:
         accumulate=args.accumulate,
         prompts=args.prompts,
         uniform_fraction=args.uniform_fraction,
+        boundary_fraction=args.boundary_fraction,
         iou_weight=args.iou_weight,
         focal=args.focal,
+        feature_loss=args.feature_loss,
+        mask_weight=args.mask_weight,
+        precision=args.precision,
+        init=args.init,
         val_images=args.val_images,
         val_prompts=args.val_prompts,
         eval_every=args.eval_every,
@@ -150,8 +240,11 @@ def run(args: argparse.Namespace) -> int:
             "attention": args.attention,
             "tokens": args.tokens,
             "proportional": args.proportional,
+            "patch_adapter": args.patch_adapter,
             "patch_rank": args.patch_rank,
+            "geometry_inputs": args.geometry_inputs,
             "geometry_hidden": args.geometry_hidden,
+            "encoder_lora": args.encoder_lora,
             "decoder": args.decoder,
             "decoder_rank": args.decoder_rank,
         },
@@ -159,7 +252,9 @@ def run(args: argparse.Namespace) -> int:
     began = time.monotonic()
     with distributed(args.device) as device:
         sam = load_sam(args.variant, args.checkpoint, device)
-        result = train_adapters(sam, source, config, args.out, resume=args.resume)
+        result = train_adapters(
+            sam, source, config, args.out, resume=args.resume, teacher_cache=args.teacher_cache, half=args.half
+        )
     if int(os.environ.get("RANK", "0")) == 0:
         print(f"wrote {args.out} after {result.history[-1]['step']} steps in {time.monotonic() - began:.0f} s")
         for name, metrics in (("before", result.before), ("after", result.after)):

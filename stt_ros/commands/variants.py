@@ -9,7 +9,7 @@ from pathlib import Path
 from stt_ros.commands.model_options import CHECKPOINT_HELP, add_device_option
 from stt_ros.evaluation.heldout import heldout_scenes
 from stt_ros.evaluation.plotting import pyplot
-from stt_ros.evaluation.variants import VariantRow, compare_variants, markdown_table
+from stt_ros.evaluation.variants import VariantRow, compare_variants, markdown_table, size_table
 from stt_ros.model.checkpoints import VARIANTS, load_sam
 from stt_ros.predictor import resolve_device
 
@@ -21,15 +21,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description=(
             "Evaluate stock SAM and every foveated configuration zero-shot on held-out synthetic scenes with "
             "SAM's single-point protocol: mIoU (chosen mask and oracle-of-3), agreement with stock SAM's mask, "
-            "and B=1 latency. Writes variants.md, variants.json and variants.png."
+            "B=1 latency, and mIoU by object size. Writes variants.md, variants.json and variants.png."
         ),
     )
     parser.add_argument("--variant", default="reference", choices=VARIANTS, help="SAM variant (default: %(default)s)")
     parser.add_argument("--checkpoint", help=CHECKPOINT_HELP)
     parser.add_argument(
         "--adapter",
+        action="append",
+        default=[],
         help="a trained adapter file (stt train): adds a row for the configuration it was trained for, with its "
-        "weights, beside that configuration zero-shot",
+        "weights, beside that configuration zero-shot; repeat it for several",
     )
     parser.add_argument("--scenes", type=int, default=24, help="held-out scenes (default: %(default)s)")
     add_device_option(parser)
@@ -39,8 +41,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     sam = load_sam(args.variant, args.checkpoint, resolve_device(args.device))
-    rows = compare_variants(sam, heldout_scenes(args.scenes), adapter=args.adapter, sam_variant=args.variant)
-    table = markdown_table(rows)
+    rows = compare_variants(sam, heldout_scenes(args.scenes), adapters=args.adapter, sam_variant=args.variant)
+    table = markdown_table(rows) + "\n\nmIoU by object size (objects per bin):\n\n" + size_table(rows)
     print(table)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "variants.md").write_text(table + "\n")

@@ -70,6 +70,7 @@ def graph_metadata(predictor: FoveatedPredictor) -> dict[str, str]:
         "format": FORMAT,
         "format_version": str(FORMAT_VERSION),
         "variant": predictor.variant,
+        "adapter": Path(predictor.adapter).name,  # "none" for untrained adapters
         "pattern": predictor.pattern.spec,
         "tokens": config["tokens"],
         "attention": config["attention"],

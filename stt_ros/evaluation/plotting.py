@@ -18,12 +18,12 @@ def pyplot() -> ModuleType:
     return plt
 
 
-def plot_loss(axis, steps: Sequence[int], loss: Sequence[float], window: int = 25) -> None:
+def plot_loss(axis, steps: Sequence[int], loss: Sequence[float], window: int = 25, label: str = "loss") -> None:
     """A noisy per-step loss, faint, under its running mean, which is what a run is judged by."""
     window = min(window, len(loss))
-    axis.plot(steps, loss, alpha=0.3, label="loss")
+    axis.plot(steps, loss, alpha=0.3, label=label)
     axis.plot(
         steps[window - 1 :],
         np.convolve(loss, np.ones(window) / window, mode="valid"),
-        label=f"loss ({window}-step mean)",
+        label=f"{label} ({window}-step mean)",
     )

@@ -14,6 +14,8 @@ from stt_ros.model.sam_config import OFFICIAL_CONFIGS, SamConfig, build_sam, ran
 LOGGER = logging.getLogger(__name__)
 RANDOM = "random"
 VARIANTS = (*OFFICIAL_CONFIGS, "reference")
+NO_ADAPTER = "none"  # `adapter=` value for the untrained (identity) adapters: the zero-shot foveated model
+REFERENCE_ADAPTER = Path(__file__).resolve().parent.parent / "weights" / "reference_adapter.pt"
 
 
 class CheckpointError(ValueError):
@@ -28,6 +30,16 @@ def variant_config(variant: str) -> SamConfig:
 
         return SHIPPED_CONFIG
     raise ValueError(f"unknown SAM variant {variant!r}; choose one of {', '.join(VARIANTS)}")
+
+
+def default_adapter(variant: str, checkpoint: str | Path | None) -> Path | None:
+    """The adapter a predictor uses when none is named: the shipped one for the shipped reference weights.
+
+    It was trained for exactly those weights, so any other checkpoint (yours, random, official) has none.
+    """
+    if variant == "reference" and checkpoint is None and REFERENCE_ADAPTER.is_file():
+        return REFERENCE_ADAPTER
+    return None
 
 
 def load_sam(variant: str, checkpoint: str | Path | None = None, device: str | torch.device = "cpu") -> Sam:

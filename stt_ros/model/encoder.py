@@ -11,7 +11,16 @@ from segment_anything.modeling import ImageEncoderViT
 from torch import nn
 
 from stt_ros.foveation import FoveatedTokens, FoveationPattern, integral_image
-from stt_ros.model.adapters import GEOMETRY_HIDDEN, PATCH_RANK, GeometricEncodingAdapter, PatchProjectionAdapter
+from stt_ros.model.adapters import (
+    DEFAULT_GEOMETRY_INPUTS,
+    DEFAULT_PATCH_ADAPTER,
+    ENCODER_LORA,
+    GEOMETRY_HIDDEN,
+    PATCH_RANK,
+    GeometricEncodingAdapter,
+    LowRankLinear,
+    PatchProjectionAdapter,
+)
 
 ATTENTION_MODES = ("window", "global")
 DEFAULT_ATTENTION = "global"  # foveated tokens attend to all others; leads window attention (README: variants table)
@@ -92,7 +101,11 @@ def interpolate_table(projected: torch.Tensor, where: Interpolation) -> torch.Te
 
 
 class FoveatedImageEncoder(nn.Module):
-    """Patch embedding + adapters, SAM's blocks on the token set, and SAM's neck, for B foveae at once."""
+    """Patch embedding + adapters, SAM's blocks on the token set, and SAM's neck, for B foveae at once.
+
+    With `encoder_lora` > 0 each block's qkv projection runs through a `LowRankLinear` held here, around
+    SAM's layer, so the SAM object itself (and a stock predictor or teacher sharing it) is unchanged.
+    """
 
     def __init__(
         self,
@@ -103,6 +116,9 @@ class FoveatedImageEncoder(nn.Module):
         emulate_window_padding: bool = DEFAULT_WINDOW_PADDING,
         patch_rank: int = PATCH_RANK,
         geometry_hidden: int = GEOMETRY_HIDDEN,
+        patch_adapter: str = DEFAULT_PATCH_ADAPTER,
+        geometry_inputs: str = DEFAULT_GEOMETRY_INPUTS,
+        encoder_lora: int = ENCODER_LORA,
     ) -> None:
         super().__init__()
         if attention not in ATTENTION_MODES:
@@ -118,15 +134,27 @@ class FoveatedImageEncoder(nn.Module):
         self.patch = patch
         self.grid = encoder.img_size // patch
         embed_dim = encoder.patch_embed.proj.out_channels
-        self.patch_adapter = PatchProjectionAdapter(3 * patch * patch, embed_dim, len(pattern.strides), patch_rank)
-        self.geometry_adapter = GeometricEncodingAdapter(embed_dim, geometry_hidden)
+        levels = len(pattern.strides)
+        self.patch_adapter = PatchProjectionAdapter(3 * patch * patch, embed_dim, levels, patch_rank, patch_adapter)
+        self.geometry_adapter = GeometricEncodingAdapter(
+            embed_dim, geometry_hidden, geometry_inputs, levels, pattern.extent
+        )
+        if encoder_lora < 0:
+            raise ValueError(f"encoder LoRA rank must be at least 0 (0: none), got {encoder_lora}")
+        self.encoder_lora = encoder_lora
+        self.qkv_lora = (
+            nn.ModuleList(LowRankLinear(block.attn.qkv, encoder_lora) for block in encoder.blocks)
+            if encoder_lora
+            else None
+        )
 
     def forward(self, tokens: FoveatedTokens) -> torch.Tensor:
         """(B, N, C_out) neck features per token."""
         x = self.embed(tokens)
         geometry = self.geometry(tokens)
-        for block in self.encoder.blocks:
-            x = x + self._attention(block.attn, block.norm1(x), geometry, block.window_size)
+        for index, block in enumerate(self.encoder.blocks):
+            qkv = block.attn.qkv if self.qkv_lora is None else self.qkv_lora[index]
+            x = x + self._attention(block.attn, qkv, block.norm1(x), geometry, block.window_size)
             x = x + block.mlp(block.norm2(x))
         return self._neck(x, tokens)
 
@@ -142,7 +170,7 @@ class FoveatedImageEncoder(nn.Module):
         x = x + self.patch_adapter(flat, self.pattern.layout().level_slices)
         if self.encoder.pos_embed is not None:
             x = x + self.pattern.footprint_mean_of_integral(self._pos_integral(), tokens, self.patch).to(x.dtype)
-        return x + self.geometry_adapter(tokens.centres, tokens.strides, self.encoder.img_size)
+        return x + self.geometry_adapter(tokens, self.encoder.img_size)
 
     def _pos_integral(self) -> torch.Tensor:
         """Integral image of SAM's frozen pos_embed, recomputed only when the parameter changes."""
@@ -155,10 +183,12 @@ class FoveatedImageEncoder(nn.Module):
             self._pos_cache_key = key
         return self._pos_cache
 
-    def _attention(self, attn: nn.Module, x: torch.Tensor, geometry: TokenGeometry, window_size: int) -> torch.Tensor:
+    def _attention(
+        self, attn: nn.Module, qkv_layer: nn.Module, x: torch.Tensor, geometry: TokenGeometry, window_size: int
+    ) -> torch.Tensor:
         batch, num, channels = x.shape
         heads = attn.num_heads
-        qkv = attn.qkv(x).reshape(batch, num, 3, heads, channels // heads).permute(2, 0, 3, 1, 4)
+        qkv = qkv_layer(x).reshape(batch, num, 3, heads, channels // heads).permute(2, 0, 3, 1, 4)
         q, k, v = qkv.unbind(0)
         windowed = window_size > 0 and self.attention == "window"
         bias = geometry.key_mask(window_size if windowed else 0).to(q.dtype)

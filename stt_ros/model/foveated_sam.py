@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-import math
 from pathlib import Path
 
 import torch
@@ -12,29 +11,29 @@ from torch import nn
 
 from stt_ros.foveation import DEFAULT_TOKENS, TOKEN_MODES, FoveatedTokens, FoveationPattern
 from stt_ros.frame import FramedPrompts
-from stt_ros.model.adapters import GEOMETRY_HIDDEN, PATCH_RANK
+from stt_ros.model.adapters import (
+    DEFAULT_GEOMETRY_INPUTS,
+    DEFAULT_PATCH_ADAPTER,
+    ENCODER_LORA,
+    GEOMETRY_HIDDEN,
+    PATCH_RANK,
+    LowRankLinear,
+)
 from stt_ros.model.decoder import FoveatedMaskDecoder
 from stt_ros.model.encoder import DEFAULT_ATTENTION, DEFAULT_PROPORTIONAL, DEFAULT_WINDOW_PADDING, FoveatedImageEncoder
 
-ADAPTER_FORMAT_VERSION = 1
+ADAPTER_FORMAT_VERSION = 2
+# Settings version-1 files (before the richer adapters) did not record: they had these values.
+VERSION_1_DEFAULTS = {
+    "patch_adapter": DEFAULT_PATCH_ADAPTER,
+    "geometry_inputs": DEFAULT_GEOMETRY_INPUTS,
+    "encoder_lora": ENCODER_LORA,
+}
 OUTSIDE_LOGIT = -20.0  # finite on purpose: SAM's bilinear upsampling turns -inf into NaN
 SAM_TO_STT_ORDER = (1, 2, 3, 0)  # SAM's decoder puts the single-mask output first; we put it last
 DECODER_MODES = ("frozen", "full", "lowrank")
 DEFAULT_DECODER = "frozen"
 DECODER_RANK = 8  # default rank of the low-rank decoder update
-
-
-class LowRankLinear(nn.Module):
-    """A frozen linear layer plus a trainable low-rank residual whose output factor starts at zero."""
-
-    def __init__(self, base: nn.Linear, rank: int) -> None:
-        super().__init__()
-        self.base = base
-        self.down = nn.Parameter(torch.randn(base.in_features, rank, device=base.weight.device) / math.sqrt(rank))
-        self.up = nn.Parameter(torch.zeros(rank, base.out_features, device=base.weight.device))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.base(x) + x @ self.down.to(x.dtype) @ self.up.to(x.dtype)
 
 
 def trainable_decoder(mask_decoder: nn.Module, mode: str, rank: int) -> nn.Module:
@@ -79,6 +78,9 @@ class FoveatedSam(nn.Module):
         geometry_hidden: int = GEOMETRY_HIDDEN,
         decoder: str = DEFAULT_DECODER,
         decoder_rank: int = DECODER_RANK,
+        patch_adapter: str = DEFAULT_PATCH_ADAPTER,
+        geometry_inputs: str = DEFAULT_GEOMETRY_INPUTS,
+        encoder_lora: int = ENCODER_LORA,
     ) -> None:
         super().__init__()
         if tokens not in TOKEN_MODES:
@@ -96,6 +98,9 @@ class FoveatedSam(nn.Module):
             emulate_window_padding=emulate_window_padding,
             patch_rank=patch_rank,
             geometry_hidden=geometry_hidden,
+            patch_adapter=patch_adapter,
+            geometry_inputs=geometry_inputs,
+            encoder_lora=encoder_lora,
         ).to(sam.device)
         self.decoder_mode = decoder
         self.decoder_rank = decoder_rank if decoder == "lowrank" else 0
@@ -139,7 +144,12 @@ class FoveatedSam(nn.Module):
         """`forward` on plain tensors: the resized image (its (h, w) `image_size` when it comes padded to the
         frame), foveae and prompts in SAM's sparse layout. What the exported ONNX graph computes."""
         tokens = self.tokenize(image, fovea, image_size)
-        features = self.encoder(tokens)
+        return self.decode(tokens, self.encoder(tokens), coords, labels)
+
+    def decode(
+        self, tokens: FoveatedTokens, features: torch.Tensor, coords: torch.Tensor, labels: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """`segment` from the encoder's per-token features (B, N, C), which feature distillation also reads."""
         logits, iou = self.decoder(features, tokens.centres, tokens.valid, coords, labels, self.img_size)
         order = list(SAM_TO_STT_ORDER)
         return self.paint_logits(logits[:, order], tokens), iou[:, order]
@@ -162,8 +172,11 @@ class FoveatedSam(nn.Module):
             "attention": encoder.attention,
             "proportional": encoder.proportional,
             "emulate_window_padding": encoder.emulate_window_padding,
+            "patch_adapter": encoder.patch_adapter.kind,
             "patch_rank": encoder.patch_adapter.rank,
+            "geometry_inputs": encoder.geometry_adapter.inputs,
             "geometry_hidden": encoder.geometry_adapter.hidden,
+            "encoder_lora": encoder.encoder_lora,
             "embed_dim": encoder.encoder.patch_embed.proj.out_channels,
             "depth": len(encoder.encoder.blocks),
             "img_size": self.img_size,
@@ -174,6 +187,8 @@ class FoveatedSam(nn.Module):
     def adapter_modules(self) -> dict[str, nn.Module]:
         """The modules with trainable weights; the mask decoder only when it trains."""
         modules = {"patch_adapter": self.encoder.patch_adapter, "geometry_adapter": self.encoder.geometry_adapter}
+        if self.encoder.qkv_lora is not None:
+            modules["encoder_lora"] = self.encoder.qkv_lora
         if self.decoder_mode != "frozen":
             modules["mask_decoder"] = self.decoder.mask_decoder
         return modules
@@ -195,8 +210,14 @@ class FoveatedSam(nn.Module):
                 raise ValueError(f"adapter state for {name}: missing {missing[:3]}, unexpected {unexpected[:3]}")
             module.load_state_dict(given, strict=False)
 
-    def save_adapters(self, path: str | Path, variant: str, extra: dict | None = None) -> None:
-        state = self.trainable_state()
+    def save_adapters(
+        self, path: str | Path, variant: str, extra: dict | None = None, dtype: torch.dtype = torch.float32
+    ) -> None:
+        """Trainable tensors (in `dtype`: float16 halves a shipped file; they load back into float32) + config."""
+        state = {
+            name: {key: value.to("cpu", dtype) for key, value in tensors.items()}
+            for name, tensors in self.trainable_state().items()
+        }
         payload = {
             "format": "stt_ros.adapters",
             "version": ADAPTER_FORMAT_VERSION,
@@ -207,15 +228,21 @@ class FoveatedSam(nn.Module):
         }
         torch.save(payload, Path(path))
 
-    def load_adapters(self, path: str | Path, variant: str) -> dict:
-        """Load an adapter file, refusing one made for another variant or configuration."""
+    def load_adapters(self, path: str | Path, variant: str, start: bool = False) -> dict:
+        """Load an adapter file, refusing one made for another variant or configuration.
+
+        With `start` (a training run that continues from the file) the decoder settings may differ, so a
+        feature-distilled file can start a run that also trains the decoder: the encoder's adapters load,
+        the decoder's weights only when the file trained it the same way.
+        """
         payload = read_adapter_file(path, self.sam.device)
         if payload.get("variant") != variant:
             raise ValueError(f"adapter {path} was trained for variant {payload.get('variant')!r}, not {variant!r}")
+        free = ("decoder", "decoder_rank") if start else ()
         mismatched = {
             key: (value, payload["config"].get(key))
             for key, value in self.config().items()
-            if payload["config"].get(key) != value
+            if key not in free and payload["config"].get(key) != value
         }
         if mismatched:
             details = ", ".join(
@@ -224,7 +251,12 @@ class FoveatedSam(nn.Module):
             raise ValueError(
                 f"adapter {path} does not match this model ({details}); build the predictor with the adapter's settings"
             )
-        self.load_trainable_state(payload["state"])
+        state = payload["state"]
+        if start:
+            same_decoder = all(payload["config"].get(key) == self.config()[key] for key in free)
+            kept = {name: tensors for name, tensors in state.items() if name != "mask_decoder" or same_decoder}
+            state = {**self.trainable_state(), **kept}
+        self.load_trainable_state(state)
         return payload.get("extra", {})
 
 
@@ -239,6 +271,7 @@ def read_adapter_file(path: str | Path, device: str | torch.device = "cpu") -> d
         raise ValueError(f"adapter file {path} is not a readable PyTorch file ({error})") from None
     if not isinstance(payload, dict) or payload.get("format") != "stt_ros.adapters":
         raise ValueError(f"{path} is not an stt_ros adapter file (write one with `stt train`)")
+    payload["config"] = {**VERSION_1_DEFAULTS, **payload["config"]}
     return payload
 
 
@@ -248,7 +281,8 @@ def model_options(config: dict) -> dict:
     options = {
         "pattern": FoveationPattern(pattern["token_size"], pattern["strides"], pattern["grids"]),
         **{key: config[key] for key in ("tokens", "attention", "proportional", "emulate_window_padding")},
-        **{key: config[key] for key in ("patch_rank", "geometry_hidden")},
+        **{key: config[key] for key in ("patch_adapter", "patch_rank", "geometry_inputs", "geometry_hidden")},
+        "encoder_lora": config["encoder_lora"],
     }
     if config.get("decoder", "frozen") != "frozen":
         options.update(decoder=config["decoder"], decoder_rank=config["decoder_rank"])

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from stt_ros.foveation import DEFAULT_TOKENS
+from stt_ros.model.checkpoints import NO_ADAPTER
 from stt_ros.model.encoder import DEFAULT_ATTENTION, DEFAULT_PROPORTIONAL
 from stt_ros.pipeline.camera import CAMERA_MODELS
 from stt_ros.pipeline.detections import DETECTION_MODES
@@ -38,7 +39,12 @@ PARAMETERS = (
         "official SAM .pth path; for variant reference a `stt train-reference` weights file (empty: the shipped "
         "one); 'random' for random weights (smoke tests only)",
     ),
-    Parameter("adapter", "", "trained adapter file; empty: the untrained (identity) adapters"),
+    Parameter(
+        "adapter",
+        "",
+        "trained adapter file; empty: the shipped one for variant reference with its own weights, else none; "
+        f"{NO_ADAPTER}: the untrained (identity) adapters",
+    ),
     Parameter(
         "backend",
         "torch",
@@ -157,8 +163,11 @@ class NodeConfig:
         if checkpoint and checkpoint != RANDOM_CHECKPOINT and not Path(checkpoint).expanduser().is_file():
             raise ValueError(f"parameter checkpoint: no file at {checkpoint!r}; download it or fix it")
         adapter = str(values["adapter"])
-        if adapter and not Path(adapter).expanduser().is_file():
-            raise ValueError(f"parameter adapter: no file at {adapter!r}; fix the path or leave it empty")
+        if adapter not in ("", NO_ADAPTER) and not Path(adapter).expanduser().is_file():
+            raise ValueError(
+                f"parameter adapter: no file at {adapter!r}; fix the path, leave it empty for the default or give "
+                f"'{NO_ADAPTER}' for untrained adapters"
+            )
         return cls(values)
 
     @classmethod
@@ -201,7 +210,7 @@ def load_predictors(config: NodeConfig) -> tuple[Any, Any]:
     predictor = FoveatedPredictor.build(
         str(config.variant),
         checkpoint=checkpoint,
-        adapter=str(Path(config.adapter).expanduser()) if config.adapter else None,
+        adapter=str(Path(config.adapter).expanduser()) if config.adapter else None,  # "none" stays "none"
         device=str(config.device),
         dtype=str(config.dtype),
         pattern=str(config.pattern),

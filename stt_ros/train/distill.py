@@ -1,12 +1,15 @@
 """Adapter training (DESIGN §2.6): distillation from the same SAM on the full frame, or supervised masks.
 
-The teacher is the frozen SAM itself on the full frame: its image embedding is computed once per image
-and every prompt of that image is decoded against it. Prompts are single points, part uniform over the
-image and part inside the teacher's confident masks, drawn to favour object-sized ones, so training sees
-objects above all but background too. The student (the foveated model, same SAM) is trained at the output
-the teacher chose: 20·focal + dice against the teacher's binarised mask, plus MSE of its 3 IoU
-predictions against the teacher's.
-With ground-truth masks (`target="labels"`) the same loop uses SAM's own loss against them instead.
+The teacher is the frozen SAM itself on the full frame. Its image embedding is computed once per image and
+kept in a `TeacherCache` across runs, so a step costs only the student. Prompts are single points, part
+uniform over the image, part inside the teacher's confident masks (drawn to favour object-sized ones) and
+optionally on their boundaries; each prompt's point is also where the student's tokens centre. Targets:
+- "teacher": the student's output at the one the teacher chose, 20·focal + dice against the teacher's
+  binarised mask, plus MSE of its 3 IoU predictions against the teacher's;
+- "features": every valid token's encoder output against the teacher's embedding over its footprint
+  (`features.py`), a dense signal for what the decoder reads;
+- "teacher+features": both, the mask/IoU terms times `mask_weight`;
+- "labels": SAM's own loss against ground-truth masks.
 
 Every random choice derives from (seed or data_seed, step, rank), so a run is deterministic and a resumed run
 continues bit-for-bit. Under `torchrun` each process trains on its shard of the images and gradients are averaged.
@@ -15,7 +18,6 @@ continues bit-for-bit. Under `torchrun` each process trains on its shard of the 
 from __future__ import annotations
 
 import contextlib
-import math
 import os
 import time
 from collections.abc import Iterator
@@ -34,20 +36,32 @@ from stt_ros.errors import UserError
 from stt_ros.evaluation.heldout import evaluate, predictor_segmenter
 from stt_ros.evaluation.plotting import plot_loss, pyplot
 from stt_ros.foveation import DEFAULT_TOKENS
-from stt_ros.frame import FramedImage
-from stt_ros.model.adapters import GEOMETRY_HIDDEN, PATCH_RANK
+from stt_ros.model.adapters import (
+    DEFAULT_GEOMETRY_INPUTS,
+    DEFAULT_PATCH_ADAPTER,
+    ENCODER_LORA,
+    GEOMETRY_HIDDEN,
+    PATCH_RANK,
+)
 from stt_ros.model.encoder import DEFAULT_ATTENTION, DEFAULT_PROPORTIONAL, DEFAULT_WINDOW_PADDING
 from stt_ros.model.foveated_sam import DECODER_RANK, DEFAULT_DECODER, OUTSIDE_LOGIT
-from stt_ros.predictor import FoveatedPredictor, ReferencePredictor, resolve_device
+from stt_ros.predictor import FoveatedPredictor, resolve_device
 from stt_ros.prompts import Prompt
 from stt_ros.train.data import Sample, Source
-from stt_ros.train.reference import learning_rate, mask_ious, mask_loss, sam_loss, save_atomic
+from stt_ros.train.features import (
+    FEATURE_LOSSES,
+    channel_moments,
+    channel_variance,
+    feature_loss,
+    feature_targets,
+    image_cells,
+)
+from stt_ros.train.reference import PRECISIONS, learning_rate, mask_ious, mask_loss, sam_loss, save_atomic
+from stt_ros.train.teacher import Teacher, TeacherCache, canvas_region, default_cache_dir, draw_prompts, weights_hash
 
-TARGETS = ("teacher", "labels")
+TARGETS = ("teacher", "features", "teacher+features", "labels")
 TRAIN_STREAM, VAL_STREAM, SHUFFLE_STREAM, SPLIT_STREAM = 1, 2, 3, 4  # independent random streams per purpose
-CANVAS_CELL = 4  # frame px per cell of SAM's low-res logit canvas
-PROBES = 16  # uniform points per image whose teacher masks are the candidates for prompts inside masks
-CONFIDENT_IOU = 0.5  # teacher masks it predicts below this IoU are not prompted inside
+VAL_UNIFORM_FRACTION = 0.5  # validation prompts: half uniform, half inside masks, whatever the run's sampler
 
 
 def default_model_options() -> dict:
@@ -58,8 +72,11 @@ def default_model_options() -> dict:
         "tokens": DEFAULT_TOKENS,
         "proportional": DEFAULT_PROPORTIONAL,
         "emulate_window_padding": DEFAULT_WINDOW_PADDING,
+        "patch_adapter": DEFAULT_PATCH_ADAPTER,
         "patch_rank": PATCH_RANK,
+        "geometry_inputs": DEFAULT_GEOMETRY_INPUTS,
         "geometry_hidden": GEOMETRY_HIDDEN,
+        "encoder_lora": ENCODER_LORA,
         "decoder": DEFAULT_DECODER,
         "decoder_rank": DECODER_RANK,
     }
@@ -71,7 +88,7 @@ class DistillConfig:
 
     variant: str = "reference"
     data: str = "synthetic"
-    target: str = "teacher"  # "teacher": distillation; "labels": supervised on ground-truth masks
+    target: str = "teacher"  # one of TARGETS: masks, features or both from the teacher; or ground-truth masks
     steps: int = 1000
     seed: int = 0  # the run: shuffling, training prompts, adapter initialisation
     data_seed: int = 0  # synthetic scenes, the split and validation prompts: fixed across a sweep of `seed`
@@ -79,10 +96,15 @@ class DistillConfig:
     weight_decay: float = 0.01
     warmup: int = 50
     accumulate: int = 1  # images per optimizer step (per process)
-    prompts: int = 8  # prompts per image, all decoded against one teacher embedding
-    uniform_fraction: float = 0.5  # the rest are sampled inside the teacher's masks
+    prompts: int = 8  # prompts (foveae) per image, one student batch against one cached teacher embedding
+    uniform_fraction: float = 0.5  # the rest are sampled inside the teacher's masks (or on their boundaries)
+    boundary_fraction: float = 0.0  # share of prompts on the boundaries of the teacher's masks
     iou_weight: float = 1.0  # weight of the IoU-prediction MSE in either loss (DESIGN §2.6 and SAM: 1)
     focal: float = 1.0  # share of the 20·focal mask term, the rest cross-entropy (DESIGN §2.6 and SAM: 1)
+    feature_loss: str = "mse"  # "mse" over the teacher's per-channel variance, or "cosine" (features.py)
+    mask_weight: float = 1.0  # weight of the mask and IoU terms with target "teacher+features"
+    precision: str = "auto"  # of the training forward: "bf16" autocast, "fp32", or "auto" (bf16 on CUDA only)
+    init: str = ""  # adapter file the run starts from (its decoder settings may differ), or "" for untrained
     val_images: int = 4
     val_prompts: int = 8
     eval_every: int = 100
@@ -99,10 +121,23 @@ class DistillConfig:
                 raise UserError(f"{name} must be at least 1, got {getattr(self, name)}")
         if self.iou_weight < 0:
             raise UserError(f"iou weight must be at least 0, got {self.iou_weight}")
+        if self.mask_weight < 0:
+            raise UserError(f"mask weight must be at least 0, got {self.mask_weight}")
         if not 0.0 <= self.focal <= 1.0:
             raise UserError(f"focal share must be in [0, 1], got {self.focal}")
         if not 0.0 <= self.uniform_fraction <= 1.0:
             raise UserError(f"uniform fraction must be in [0, 1], got {self.uniform_fraction}")
+        if not 0.0 <= self.boundary_fraction <= 1.0 - self.uniform_fraction:
+            raise UserError(
+                f"boundary fraction must be in [0, 1 - uniform fraction = {1 - self.uniform_fraction:g}], "
+                f"got {self.boundary_fraction}"
+            )
+        if self.feature_loss not in FEATURE_LOSSES:
+            raise UserError(f"feature loss must be one of {FEATURE_LOSSES}, got {self.feature_loss!r}")
+        if self.precision not in PRECISIONS:
+            raise UserError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
+        if self.init and not Path(self.init).is_file():
+            raise UserError(f"--init adapter file {self.init} does not exist")
         if not 0 <= self.val_images < len(source):
             raise UserError(f"{self.val_images} validation images leave none of the {len(source)} images for training")
 
@@ -180,87 +215,6 @@ def shard_image(shard_indices: list[int], position: int, config: DistillConfig, 
     return shard_indices[int(order[offset])]
 
 
-def canvas_region(framed: FramedImage) -> tuple[int, int]:
-    """Rows and columns of the low-res canvas that hold the image (the rest is SAM's padding)."""
-    height, width = framed.input_size
-    return math.ceil(height / CANVAS_CELL), math.ceil(width / CANVAS_CELL)
-
-
-class Teacher:
-    """Stock SAM on the full frame: `encode` once per image, then `decode` any number of prompt batches."""
-
-    def __init__(self, sam: Sam) -> None:
-        self.predictor = ReferencePredictor(sam)
-
-    @torch.no_grad()
-    def encode(self, framed: FramedImage) -> None:
-        self.predictor._prepare(framed)
-
-    @torch.no_grad()
-    def decode(self, framed: FramedImage, prompts: list[Prompt]) -> tuple[torch.Tensor, torch.Tensor]:
-        """Low-res logits (P, 4, 4G, 4G) and IoU predictions (P, 4) as floats, in STT output order."""
-        batch = self.predictor.frame.prompts(prompts, framed.original_size, self.predictor.device)
-        logits, iou = self.predictor._logits(framed, batch)
-        return logits.float(), iou.float()
-
-
-def _uniform_points(rng: np.random.Generator, count: int, size: tuple[int, int]) -> list[Prompt]:
-    height, width = size
-    return [Prompt(points=[(rng.uniform(0, width - 1), rng.uniform(0, height - 1))]) for _ in range(count)]
-
-
-def inside_points(
-    rng: np.random.Generator, masks: torch.Tensor, scores: torch.Tensor, count: int, framed: FramedImage
-) -> list[Prompt]:
-    """`count` points inside the teacher's confident masks (M, rows, cols on the canvas); none if it has none.
-
-    A mask is drawn with probability ∝ 1/√area, then a point uniformly inside it. Uniform points mostly land
-    on background, whose masks are large regions where the teacher's choice is arbitrary; weighting by
-    inverse square-root area puts most prompts on object-sized masks, which is what a robot prompts, while
-    large objects still get some.
-    """
-    area = masks.flatten(1).sum(1).double().cpu()
-    weight = torch.where((area > 0) & (scores.cpu() >= CONFIDENT_IOU), area.clamp(min=1).rsqrt(), 0.0)
-    if float(weight.sum()) == 0:
-        return []
-    probabilities = (weight / weight.sum()).numpy()
-    height, width = framed.original_size
-    scale = CANVAS_CELL * max(height, width) / max(framed.input_size)  # original px per canvas cell
-    points = []
-    for _ in range(count):
-        cells = torch.nonzero(masks[int(rng.choice(len(probabilities), p=probabilities))]).cpu().numpy()
-        row, col = cells[int(rng.integers(len(cells)))]
-        u = min((col + rng.uniform()) * scale, width - 1)
-        v = min((row + rng.uniform()) * scale, height - 1)
-        points.append(Prompt(points=[(float(u), float(v))]))
-    return points
-
-
-def teacher_prompts(
-    rng: np.random.Generator, teacher: Teacher, framed: FramedImage, count: int, uniform_fraction: float
-) -> tuple[list[Prompt], torch.Tensor, torch.Tensor]:
-    """`count` single-point prompts (uniform, then inside the teacher's masks) and the teacher's outputs.
-
-    The masks come from all three outputs the teacher gives for `PROBES` more uniform points (`inside_points`
-    says which are drawn); with none it is confident in, the rest are uniform too.
-    """
-    teacher.encode(framed)
-    size = framed.original_size
-    n_uniform = max(1, min(count, round(count * uniform_fraction)))
-    prompts = _uniform_points(rng, n_uniform, size)
-    logits, iou = teacher.decode(framed, prompts)
-    n_inside = count - n_uniform
-    if n_inside == 0:
-        return prompts, logits, iou
-    rows, cols = canvas_region(framed)
-    probe_logits, probe_iou = teacher.decode(framed, _uniform_points(rng, PROBES, size))
-    masks = probe_logits[:, :3, :rows, :cols].flatten(0, 1) > 0
-    inside = inside_points(rng, masks, probe_iou[:, :3].flatten(), n_inside, framed)
-    inside = inside or _uniform_points(rng, n_inside, size)
-    more_logits, more_iou = teacher.decode(framed, inside)
-    return prompts + inside, torch.cat([logits, more_logits]), torch.cat([iou, more_iou])
-
-
 def distillation_loss(
     student_logits: torch.Tensor,
     student_iou: torch.Tensor,
@@ -305,28 +259,49 @@ def label_prompts(
 
 
 def step_loss(
-    predictor: FoveatedPredictor, teacher: Teacher, sample: Sample, config: DistillConfig, rng: np.random.Generator
-) -> torch.Tensor:
-    """The loss of one image: the teacher (or ground truth) once, then the student on all its prompts."""
+    predictor: FoveatedPredictor,
+    teacher: Teacher,
+    sample: Sample,
+    config: DistillConfig,
+    rng: np.random.Generator,
+    variance: torch.Tensor | None,
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """The loss of one image and its parts: the teacher read from its cache (or ground truth), then the
+    student on all the image's prompts in one batch."""
     framed = predictor.frame.image(sample.image, predictor.device)
+    model = predictor.model
     region = canvas_region(framed)
     if config.target == "labels":
         prompts, targets = label_prompts(rng, sample, config.prompts, region)
     else:
-        prompts, teacher_logits, teacher_iou = teacher_prompts(
-            rng, teacher, framed, config.prompts, config.uniform_fraction
-        )
+        view = teacher.encode(framed)
+        prompts = draw_prompts(rng, view, framed, config.prompts, config.uniform_fraction, config.boundary_fraction)
     batch = predictor.frame.prompts(prompts, framed.original_size, predictor.device)
-    logits, iou = predictor.model(framed.resized, batch)
+    tokens = model.tokenize(framed.resized, batch.fovea)
+    features = model.encoder(tokens)
+    loss, parts = features.new_zeros(()).float(), {}
+    if config.target in ("features", "teacher+features"):
+        inside = image_cells(framed.input_size, model.encoder.grid, model.encoder.patch)
+        targets, weights = feature_targets(view.embedding, inside, tokens, model.pattern, model.encoder.patch)
+        loss = feature_loss(features, targets, weights, config.feature_loss, variance)
+        parts["feature_loss"] = float(loss.detach())
+    if config.target == "features":
+        return loss, parts
+    logits, iou = model.decode(tokens, features, batch.sparse_coords, batch.sparse_labels)
     rows, cols = region
     logits = logits[:, :, :rows, :cols]
     covered = logits[:, 3] != OUTSIDE_LOGIT  # canvas cells no valid token paints hold exactly this value
     if config.target == "labels":
         targets = targets.to(logits.device) * covered
-        loss, _ = sam_loss(logits[:, :3], iou[:, :3], targets[:, None], config.focal, config.iou_weight)
-        return loss
-    teacher_logits = teacher_logits[:, :, :rows, :cols]
-    return distillation_loss(logits, iou, teacher_logits, teacher_iou, covered, config.iou_weight, config.focal)
+        return sam_loss(logits[:, :3], iou[:, :3], targets[:, None], config.focal, config.iou_weight)[0], parts
+    teacher_logits, teacher_iou = teacher.decode(framed, prompts)
+    masks = distillation_loss(
+        logits, iou, teacher_logits[:, :, :rows, :cols], teacher_iou, covered, config.iou_weight, config.focal
+    )
+    if config.target == "teacher":
+        return masks, parts
+    parts["mask_loss"] = float(masks.detach())
+    return loss + config.mask_weight * masks, parts
 
 
 @torch.no_grad()
@@ -336,35 +311,74 @@ def validate(
     samples: list[tuple[Sample, int]],
     config: DistillConfig,
     shard: Shard,
+    variance: torch.Tensor,
 ) -> dict:
-    """Agreement IoU of the student's chosen mask with the teacher's, at the original resolution.
+    """Agreement IoU of the student's chosen mask with the teacher's, at the original resolution, and the
+    student's feature error (both normalisations, so runs that train either compare).
 
-    Prompts are fixed per validation image, so runs compare; where labels exist, also the single-point
-    mIoU against ground truth of the student and of the teacher (the ceiling distillation aims at).
+    Prompts are fixed per validation image and independent of the run's sampler, so runs compare; where
+    labels exist, also the single-point mIoU (interior points, the held-out protocol) against ground truth
+    of the student and of the teacher (the ceiling distillation aims at).
     """
-    agreement, gt_student, gt_teacher = [], [], []
+    agreement, gt_student, gt_teacher, feature_mse, feature_cosine = [], [], [], [], []
+    model = predictor.model
     for sample, index in samples:
         rng = np.random.default_rng([config.data_seed, VAL_STREAM, index])
         framed = predictor.frame.image(sample.image, predictor.device)
-        prompts, teacher_logits, teacher_iou = teacher_prompts(
-            rng, teacher, framed, config.val_prompts, config.uniform_fraction
-        )
+        view = teacher.encode(framed)
+        prompts = draw_prompts(rng, view, framed, config.val_prompts, VAL_UNIFORM_FRACTION)
+        teacher_logits, teacher_iou = teacher.decode(framed, prompts)
         student_logits, student_iou = predictor.predict_logits(sample.image, prompts)
         size = framed.original_size
         picks = torch.arange(len(prompts))
         ours = predictor.upscale(student_logits[picks, student_iou[:, :3].argmax(1)][:, None], size)[:, 0] > 0
         theirs = predictor.upscale(teacher_logits[picks, teacher_iou[:, :3].argmax(1)][:, None], size)[:, 0] > 0
         agreement += mask_ious(ours, theirs).tolist()
+        batch = predictor.frame.prompts(prompts, size, predictor.device)
+        tokens = model.tokenize(framed.resized, batch.fovea)
+        inside = image_cells(framed.input_size, model.encoder.grid, model.encoder.patch)
+        targets, weights = feature_targets(view.embedding, inside, tokens, model.pattern, model.encoder.patch)
+        features = model.encoder(tokens)
+        feature_mse.append(float(feature_loss(features, targets, weights, "mse", variance)))
+        feature_cosine.append(float(feature_loss(features, targets, weights, "cosine", variance)))
         if sample.gt:
             gt_student += evaluate(predictor_segmenter(predictor), [sample]).chosen_ious
-            gt_teacher += evaluate(predictor_segmenter(teacher.predictor), [sample]).chosen_ious
+            gt_teacher += evaluate(predictor_segmenter(teacher), [sample]).chosen_ious
     totals = shard.sum(
-        [float(sum(agreement)), len(agreement), sum(gt_student), len(gt_student), sum(gt_teacher), len(gt_teacher)]
+        [
+            float(sum(agreement)),
+            len(agreement),
+            sum(feature_mse),
+            sum(feature_cosine),
+            len(feature_mse),
+            sum(gt_student),
+            len(gt_student),
+            sum(gt_teacher),
+            len(gt_teacher),
+        ]
     )
-    metrics = {"agreement": totals[0] / max(totals[1], 1)}
-    if totals[3]:
-        metrics.update(miou=totals[2] / totals[3], teacher_miou=totals[4] / totals[5])
+    metrics = {
+        "agreement": totals[0] / max(totals[1], 1),
+        "feature_mse": totals[2] / max(totals[4], 1),
+        "feature_cosine": totals[3] / max(totals[4], 1),
+    }
+    if totals[6]:
+        metrics.update(miou=totals[5] / totals[6], teacher_miou=totals[7] / totals[8])
     return metrics
+
+
+def prepare_teacher(teacher: Teacher, source: Source, indices: list[int], shard: Shard, progress: bool) -> torch.Tensor:
+    """Fill the teacher cache for this process's images (once per image, across runs) and return the
+    per-channel variance of the embeddings over all processes' images, which the "mse" feature loss divides by."""
+    encoder = teacher.sam.image_encoder
+    patch = encoder.patch_embed.proj.kernel_size[0]
+    moments = [0.0] * (1 + 2 * teacher.sam.prompt_encoder.embed_dim)
+    for index in tqdm(indices, desc="teacher cache", disable=not (progress and shard.main), unit="image"):
+        framed = teacher.frame.image(source[index].image, teacher.device)
+        inside = image_cells(framed.input_size, encoder.img_size // patch, patch)
+        found = channel_moments(teacher.encode(framed).embedding, inside)
+        moments = [a + b for a, b in zip(moments, found, strict=True)]
+    return channel_variance(shard.sum(moments))
 
 
 def _average_gradients(parameters: list[torch.nn.Parameter], loss: float, shard: Shard) -> float:
@@ -387,19 +401,31 @@ def _average_gradients(parameters: list[torch.nn.Parameter], loss: float, shard:
 
 
 def plot_curves(history: list[dict], path: Path) -> None:
-    """Training loss and validation agreement / mIoU against step, as a PNG."""
+    """Training loss and its parts, validation feature error, and validation agreement / mIoU, as a PNG."""
     plt = pyplot()
 
-    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
+    fig, (left, middle, right) = plt.subplots(1, 3, figsize=(16, 4))
     trained = [h for h in history if "loss" in h]
     if trained:
         plot_loss(left, [h["step"] for h in trained], [h["loss"] for h in trained])
+        for key in ("feature_loss", "mask_loss"):
+            if key in trained[-1]:
+                plot_loss(left, [h["step"] for h in trained], [h[key] for h in trained], label=key.replace("_", " "))
         left.legend()
     left.set(xlabel="step", ylabel="loss", title="training loss")
+    for key, label in (("feature_mse", "normalised MSE"), ("feature_cosine", "1 - cosine")):
+        points = [(h["step"], h[key]) for h in history if key in h]
+        if points:
+            middle.plot(*zip(*points, strict=True), "o-", label=label)
+    middle.set(xlabel="step", ylabel="feature error", title="validation features (student vs teacher)")
+    middle.legend(loc="upper right")
     for key, label in (("agreement", "agreement IoU with teacher"), ("miou", "mIoU vs ground truth")):
         points = [(h["step"], h[key]) for h in history if key in h]
         if points:
             right.plot(*zip(*points, strict=True), "o-", label=label)
+    teacher = [h["teacher_miou"] for h in history if "teacher_miou" in h]
+    if teacher:
+        right.axhline(teacher[-1], color="grey", linestyle="--", label="teacher mIoU")
     right.set(xlabel="step", ylabel="IoU", ylim=(0, 1), title="validation")
     right.legend(loc="lower right")
     fig.tight_layout()
@@ -415,12 +441,16 @@ def train_adapters(
     resume: bool = False,
     progress: bool = True,
     stop_after: int | None = None,
+    teacher_cache: str | Path | None = None,
+    half: bool = False,
 ) -> DistillResult:
     """Train the adapters of a foveated `sam` and write the adapter file `out`.
 
-    Beside it: OUT.ckpt (resumable checkpoint) and OUT_curves.png. Under torchrun every process calls
-    this (inside `distributed`); only rank 0 writes. `stop_after` ends early at that step (the schedule
-    still follows `config.steps`), for testing resume.
+    Beside it: OUT.ckpt (resumable checkpoint) and OUT_curves.png. The teacher's outputs are read from
+    `teacher_cache` (None: the per-weights default folder), filled first where images are missing. Under
+    torchrun every process calls this (inside `distributed`); only rank 0 writes files other than cache
+    shards. `stop_after` ends early at that step (the schedule still follows `config.steps`), for testing resume.
+    `half` writes the adapter file's tensors in float16 (a shipped file; the checkpoint stays float32).
     """
     config.check(source)
     shard = Shard.current()
@@ -430,12 +460,17 @@ def train_adapters(
     mine = train_indices[shard.rank :: shard.world]
     if not mine:
         raise UserError(f"{len(train_indices)} training images cannot feed {shard.world} processes")
-    val_samples = [(source[i], i) for i in val_indices[shard.rank :: shard.world]]
+    val_mine = val_indices[shard.rank :: shard.world]
+    val_samples = [(source[i], i) for i in val_mine]
     device = sam.device
     torch.manual_seed(config.seed)  # adapter initialisation, identical on every process
     predictor = FoveatedPredictor(sam, variant=config.variant, **config.model)
     model = predictor.model
-    teacher = Teacher(sam)
+    if config.init:
+        model.load_adapters(config.init, config.variant, start=True)
+    cache = TeacherCache(teacher_cache or default_cache_dir(config.variant, weights_hash(sam)), sam, config.variant)
+    teacher = Teacher(sam, cache)
+    variance = prepare_teacher(teacher, source, (mine if config.target != "labels" else []) + val_mine, shard, progress)
     parameters = [p for module in model.adapter_modules().values() for p in module.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(parameters, lr=config.lr, weight_decay=config.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: learning_rate(config, step) / config.lr)
@@ -450,27 +485,33 @@ def train_adapters(
         scheduler.load_state_dict(state["scheduler"])
         torch.set_rng_state(state["rng"])
         start, history = state["step"], state["history"]
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
+    bf16 = config.precision == "bf16" or (config.precision == "auto" and device.type == "cuda")
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16)
+    # validation measures the model as deployed: fp32 on a CPU, bf16 autocast on CUDA as before
+    val_autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
     if start == 0:
-        with autocast:
-            history.append({"step": 0, **validate(predictor, teacher, val_samples, config, shard)})
+        with val_autocast:
+            history.append({"step": 0, **validate(predictor, teacher, val_samples, config, shard, variance)})
     end = min(config.steps, stop_after if stop_after is not None else config.steps)
     bar = tqdm(range(start, end), initial=start, total=end, disable=not (progress and shard.main), desc="train")
     began = time.monotonic()
     for step in bar:
         optimizer.zero_grad(set_to_none=True)
-        loss_sum = 0.0
+        loss_sum, part_sums = 0.0, {}
         for micro in range(config.accumulate):
             position = step * config.accumulate + micro
             sample = source[shard_image(mine, position, config, shard.rank)]
             rng = np.random.default_rng([config.seed, TRAIN_STREAM, shard.rank, position])
             with autocast:
-                loss = step_loss(predictor, teacher, sample, config, rng) / config.accumulate
-            loss.backward()
-            loss_sum += float(loss.detach())
+                loss, parts = step_loss(predictor, teacher, sample, config, rng, variance)
+            (loss / config.accumulate).backward()
+            loss_sum += float(loss.detach()) / config.accumulate
+            for key, value in parts.items():
+                part_sums[key] = part_sums.get(key, 0.0) + value / config.accumulate
         record = {
             "step": step + 1,
             "loss": _average_gradients(parameters, loss_sum, shard),
+            **dict(zip(part_sums, shard.sum([v / shard.world for v in part_sums.values()]), strict=True)),
             "lr": scheduler.get_last_lr()[0],
         }
         torch.nn.utils.clip_grad_norm_(parameters, 1.0)
@@ -478,9 +519,9 @@ def train_adapters(
         scheduler.step()
         done = step + 1
         if done == end or (config.eval_every and done % config.eval_every == 0):
-            with autocast:
-                record.update(validate(predictor, teacher, val_samples, config, shard))
-            tqdm.write(f"step {done}: " + ", ".join(f"{k} {v:.3f}" for k, v in record.items() if k != "step"))
+            with val_autocast:
+                record.update(validate(predictor, teacher, val_samples, config, shard, variance))
+            tqdm.write(f"step {done}: " + ", ".join(f"{k} {v:.4g}" for k, v in record.items() if k != "step"))
         history.append(record)
         bar.set_postfix(loss=f"{record['loss']:.3f}", s=f"{time.monotonic() - began:.0f}")
         if shard.main and (done % config.checkpoint_every == 0 or done == end):
@@ -499,7 +540,7 @@ def train_adapters(
             )
             measured = [h for h in history if "agreement" in h]
             extra = {"steps": done, "data": config.data, "target": config.target, "validation": measured[-1]}
-            model.save_adapters(out, config.variant, extra)
+            model.save_adapters(out, config.variant, extra, torch.float16 if half else torch.float32)
             plot_curves(history, curves)
     measured = [h for h in history if "agreement" in h]
     return DistillResult(history, before=measured[0], after=measured[-1])

@@ -32,3 +32,10 @@ def test_config_validation(tmp_path):
 
 def test_device_auto_is_the_default():
     assert NodeConfig.from_values({"checkpoint": "random"}).device == "auto"
+
+
+def test_adapter_is_a_file_empty_or_none(tmp_path):
+    assert NodeConfig.from_values({"variant": "reference", "adapter": "none"}).adapter == "none"
+    assert NodeConfig.from_values({"variant": "reference"}).adapter == ""
+    with pytest.raises(ValueError, match=r"parameter adapter: no file at .*'none' for untrained adapters"):
+        NodeConfig.from_values({"variant": "reference", "adapter": str(tmp_path / "a.pt")})
