@@ -12,6 +12,7 @@ import signal
 import sys
 import time
 from collections import defaultdict
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -171,7 +172,10 @@ class SttNode(LifecycleNode):
         self.tf_listener = TransformListener(self.tf_buffer, self)
         for note in getattr(self.predictor, "notes", ()):  # execution providers ONNX Runtime skipped
             self.get_logger().warning(f"onnxruntime: {note}")
-        self.get_logger().info(f"configured: {config.variant} ({config.backend}) on {self.predictor.device}")
+        adapter = getattr(self.predictor, "adapter", None) or self.predictor.metadata.get("adapter", "?")
+        self.get_logger().info(
+            f"configured: {config.variant} ({config.backend}, adapter {Path(adapter).name}) on {self.predictor.device}"
+        )
         return TransitionCallbackReturn.SUCCESS
 
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
