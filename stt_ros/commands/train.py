@@ -40,7 +40,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "example (the shipped reference adapter, 50 min on one CPU thread; docs/TRAINING.md):\n"
             "  stt train --variant reference --data synthetic --synthetic-images 300 --val-images 16 --prompts 8 \\\n"
             "      --precision bf16 --threads 1 --target teacher+features --decoder full --iou-weight 10 --focal 0 \\\n"
-            "      --lr 3e-4 --warmup 50 --steps 1500 --eval-every 250 --half --out reference_adapter.pt"
+            "      --lr 3e-4 --warmup 50 --steps 1500 --eval-every 250 --seed 1 --half --out reference_adapter.pt"
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
