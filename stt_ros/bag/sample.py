@@ -20,7 +20,7 @@ from stt_ros.bag.messages import msg_type_name, typestore
 from stt_ros.bag.writer import BagWriter
 from stt_ros.evaluation.scenes import generate_sequence
 from stt_ros.masks import interior_point
-from stt_ros.pipeline.conversions import MessageKit, image_message
+from stt_ros.pipeline.conversions import MessageKit, header_message, image_message
 
 # Topic → raw encoding, or "jpeg" for sensor_msgs/CompressedImage as image_transport publishes it.
 IMAGE_TOPICS = {
@@ -44,9 +44,7 @@ DETECTOR_NS = 15_000_000  # prompts arrive after their frame, as from a detector
 
 
 def stamped_header(stamp_ns: int) -> Any:
-    types = typestore().types
-    stamp = types["builtin_interfaces/msg/Time"](sec=stamp_ns // 10**9, nanosec=stamp_ns % 10**9)
-    return types["std_msgs/msg/Header"](stamp=stamp, frame_id=FRAME_ID)
+    return header_message(MessageKit.rosbags(), stamp_ns, FRAME_ID)
 
 
 def _camera_message(kit: MessageKit, header: Any, rgb: np.ndarray, encoding: str) -> Any:

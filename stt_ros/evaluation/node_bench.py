@@ -19,7 +19,8 @@ from typing import Any
 
 import numpy as np
 
-from stt_ros.bag.sample import scene_depth
+from stt_ros.bag.messages import msg_type_name
+from stt_ros.bag.sample import FRAME_ID, scene_depth
 from stt_ros.evaluation.scenes import generate_scene
 from stt_ros.masks import interior_point
 from stt_ros.pipeline.binding import Frame, FrameBuffer, RequestIds, request_from_message
@@ -28,6 +29,7 @@ from stt_ros.pipeline.conversions import (
     cloud_points,
     detection3d_array_message,
     frame_messages,
+    header_message,
     image_message,
     image_problem,
     mask_crop,
@@ -54,45 +56,30 @@ class MessagePath:
     kit: MessageKit
     decode: Callable[[Any], np.ndarray]
     serialize: Callable[[Any], bytes]
-    prompt: Callable[..., Any]
-    header: Callable[[int], Any]
 
 
 def rclpy_path() -> MessagePath | None:
     """The node's path, if this Python has ROS 2 and a built stt_ros."""
     try:
-        from builtin_interfaces.msg import Time
-        from rclpy.serialization import serialize_message
-        from std_msgs.msg import Header
+        from stt_ros.ros.conversions import RCLPY_KIT, frame_to_rgb, serialize_message
 
-        from stt_ros.msg import PointPrompt
-        from stt_ros.ros.conversions import RCLPY_KIT, frame_to_rgb
-    except ImportError:
+        RCLPY_KIT.lookup(msg_type_name("PointPrompt"))  # stt_ros's generated messages
+    except (ImportError, AttributeError):
         return None
-
-    def header(stamp_ns: int) -> Any:
-        return Header(stamp=Time(sec=stamp_ns // 10**9, nanosec=stamp_ns % 10**9), frame_id="camera")
-
-    return MessagePath("cv_bridge + rclpy", RCLPY_KIT, frame_to_rgb, serialize_message, PointPrompt, header)
+    return MessagePath("cv_bridge + rclpy", RCLPY_KIT, frame_to_rgb, serialize_message)
 
 
 def rosbags_path() -> MessagePath:
     """The offline tools' path: rosbags-image decoding, rosbags messages and CDR."""
-    from stt_ros.bag.messages import msg_type_name, typestore
-    from stt_ros.bag.sample import stamped_header
+    from stt_ros.bag.messages import typestore
     from stt_ros.pipeline.conversions import message_to_rgb
 
     store = typestore()
-    kit = MessageKit.rosbags()
 
     def serialize(msg: Any) -> bytes:
         return store.serialize_cdr(msg, msg.__msgtype__)
 
-    def prompt(**fields: Any) -> Any:
-        defaults = {"has_box": False, "box": np.zeros(4, np.float32), "track": False}
-        return store.types[msg_type_name("PointPrompt")](**{**defaults, **fields})
-
-    return MessagePath("rosbags-image + rosbags (offline twin)", kit, message_to_rgb, serialize, prompt, stamped_header)
+    return MessagePath("rosbags-image + rosbags (offline twin)", MessageKit.rosbags(), message_to_rgb, serialize)
 
 
 @dataclass
@@ -171,15 +158,24 @@ def measure_node_overhead(
         return path.kit.new("geometry_msgs/msg/Point", x=u, y=v, z=0.0)
 
     samples: dict[str, list[float]] = {step: [] for step in (*STEPS, *EXTRA_STEPS)}
-    depth = image_message(path.kit, path.header(0), scene_depth(scene.instances), "16UC1")
+    depth = image_message(path.kit, header_message(path.kit, 0, FRAME_ID), scene_depth(scene.instances), "16UC1")
     camera = Intrinsics(0.8 * width, 0.8 * width, (width - 1) / 2, (height - 1) / 2, width, height)
     ids = RequestIds()
     for index in range(repeats + WARMUP):
         stamp = 1_700_000_000 * 10**9 + index * 100_000_000
-        header = path.header(stamp)
+        header = header_message(path.kit, stamp, FRAME_ID)
         image = image_message(path.kit, header, bgr, "bgr8")
         messages = [
-            path.prompt(header=header, id="", points=[point(u, v)], labels=path.kit.pack_uint8([1]))
+            path.kit.new(
+                msg_type_name("PointPrompt"),
+                header=header,
+                id="",
+                points=[point(u, v)],
+                labels=path.kit.pack_uint8([1]),
+                has_box=False,
+                box=np.zeros(4, np.float32),
+                track=False,
+            )
             for u, v in (points[i % len(points)] for i in range(prompts))
         ]
         buffer = FrameBuffer(30, 100_000_000, 100)

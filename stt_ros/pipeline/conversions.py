@@ -175,6 +175,12 @@ class MessageKit:
         return cls(types.__getitem__, lambda array: np.ascontiguousarray(array, dtype=np.uint8).reshape(-1))
 
 
+def header_message(kit: MessageKit, stamp_ns: int, frame_id: str) -> Any:
+    """A std_msgs/Header stamped `stamp_ns` nanoseconds since the epoch."""
+    stamp = kit.new("builtin_interfaces/msg/Time", sec=stamp_ns // 10**9, nanosec=stamp_ns % 10**9)
+    return kit.new("std_msgs/msg/Header", stamp=stamp, frame_id=frame_id)
+
+
 def image_message(kit: MessageKit, header: Any, pixels: np.ndarray, encoding: str) -> Any:
     """A sensor_msgs/Image from an HxW or HxWxC array of any dtype (mono8, bgr8, mono16, 32FC1, ...), unpadded
     and little-endian."""

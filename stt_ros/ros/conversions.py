@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 from cv_bridge import CvBridge, CvBridgeError
 from cv_bridge.boost.cv_bridge_boost import cvtColor2
+from rclpy.serialization import serialize_message as serialize_message  # CDR bytes as a publish writes them
 from sensor_msgs.msg import Image
 
 from stt_ros.pipeline.conversions import MessageKit, decoded_encoding, image_problem, pixel_rows
