@@ -111,8 +111,11 @@ def run(args: argparse.Namespace) -> int:
                 args.variant, args.checkpoint, args.adapter, args.device, **chosen_model_options(args)
             )
             stock = ReferencePredictor(predictor.sam, variant=args.variant) if args.compare_sam else None
-            options.model["adapter"] = predictor.adapter
-        options.model.update(device=predictor.device, **{key: str(value) for key, value in predictor.settings.items()})
+        options.model.update(
+            adapter=predictor.adapter,
+            device=predictor.device,
+            **{key: str(value) for key, value in predictor.settings.items()},
+        )
         metrics = run_evaluation(options, predictor, stock, bag)
     iou, agreement, latency = metrics["iou"], metrics["sam_agreement"], metrics["timing"]["frame_latency"]
     summary = [f"{metrics['frames']} frames, {metrics['prompts']} prompts"]

@@ -135,6 +135,7 @@ class OnnxPredictor:
         self.img_size = int(self.metadata["img_size"])
         self.mask_threshold = float(self.metadata["mask_threshold"])
         self.variant = self.metadata["variant"]
+        self.adapter = self.metadata.get("adapter", "unrecorded")  # the adapter file baked in, as `stt export` saw it
 
     @property
     def provider(self) -> str:

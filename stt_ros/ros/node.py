@@ -172,10 +172,8 @@ class SttNode(LifecycleNode):
         self.tf_listener = TransformListener(self.tf_buffer, self)
         for note in getattr(self.predictor, "notes", ()):  # execution providers ONNX Runtime skipped
             self.get_logger().warning(f"onnxruntime: {note}")
-        adapter = getattr(self.predictor, "adapter", None) or self.predictor.metadata.get("adapter", "?")
-        self.get_logger().info(
-            f"configured: {config.variant} ({config.backend}, adapter {Path(adapter).name}) on {self.predictor.device}"
-        )
+        where = f"{config.backend}, adapter {Path(self.predictor.adapter).name}"
+        self.get_logger().info(f"configured: {config.variant} ({where}) on {self.predictor.device}")
         return TransitionCallbackReturn.SUCCESS
 
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:

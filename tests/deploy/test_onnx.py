@@ -60,6 +60,7 @@ def test_the_graph_records_what_it_was_made_from(graphs):
     metadata = OnnxPredictor(path, providers=["cpu"]).metadata
     assert metadata["variant"] == "reference" and metadata["pattern"] == predictor.pattern.spec
     assert metadata["adapter"] == Path(predictor.adapter).name  # the shipped adapter, or "none"
+    assert OnnxPredictor(path, providers=["cpu"]).adapter == metadata["adapter"]
     assert (metadata["tokens"], metadata["attention"], metadata["proportional"]) == ("pooled", "global", "true")
     assert len(metadata["weights_sha256"]) == 64 and metadata["img_size"] == "1024"
     inputs = {i.name: i for i in onnx.load_model(str(path), load_external_data=False).graph.input}
